@@ -37,7 +37,8 @@ RUN DEBUG=false \
     DATABASE_URL=sqlite:////tmp/build.sqlite3 \
     STATIC_MANIFEST=true \
     /opt/venv/bin/python manage.py collectstatic --noinput --verbosity 0 \
-    && rm -f /tmp/build.sqlite3
+    && rm -f /tmp/build.sqlite3 \
+    && /opt/venv/bin/python -m compileall -q -j 0 /app
 
 # --- runtime ---------------------------------------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim AS runtime

@@ -27,6 +27,10 @@ from generations.models import ACTIVE_STATUSES, Generation
 
 RECENT_ROWS = 20
 
+admin.site.site_header = _("Comfy Credits back office")
+admin.site.site_title = _("Comfy Credits admin")
+admin.site.index_title = _("Run the business")
+
 
 class UserCreateForm(AdminUserCreationForm):
     """Create an account from its email address (there is no username)."""
@@ -46,7 +50,15 @@ class UserCreateForm(AdminUserCreationForm):
 class UserEditForm(UserChangeForm):
     class Meta:
         model = User
-        fields = "__all__"
+        fields = (
+            "email",
+            "password",
+            "is_active",
+            "is_staff",
+            "is_superuser",
+            "groups",
+            "user_permissions",
+        )
 
     def clean_email(self) -> str:
         email = User.objects.normalize_email(self.cleaned_data["email"]).lower()
@@ -99,7 +111,9 @@ class ReadOnlyInline(admin.TabularInline):
 class RecentLedgerInline(ReadOnlyInline):
     model = LedgerEntry
     fk_name = "user"
-    verbose_name_plural = format_lazy(_("Recent ledger entries (newest {count})"), count=RECENT_ROWS)
+    verbose_name_plural = format_lazy(
+        _("Recent ledger entries (newest {count})"), count=RECENT_ROWS
+    )
     fields = ("created_at", "kind", "amount", "balance_after", "reason", "actor", "generation")
     readonly_fields = fields
     ordering = ("-created_at", "-id")
@@ -154,7 +168,10 @@ class UserAdmin(DjangoUserAdmin):
     add_fieldsets = (
         (
             None,
-            {"classes": ("wide",), "fields": ("email", "usable_password", "password1", "password2")},
+            {
+                "classes": ("wide",),
+                "fields": ("email", "usable_password", "password1", "password2"),
+            },
         ),
     )
     inlines = (RecentLedgerInline, RecentGenerationInline)
@@ -173,7 +190,9 @@ class UserAdmin(DjangoUserAdmin):
             .get_queryset(request)
             .annotate(
                 balance_value=Coalesce("credit_balance__balance", Value(0)),
-                active_runs_value=Coalesce(Subquery(active_runs, output_field=IntegerField()), Value(0)),
+                active_runs_value=Coalesce(
+                    Subquery(active_runs, output_field=IntegerField()), Value(0)
+                ),
             )
         )
 
@@ -206,7 +225,9 @@ class UserAdmin(DjangoUserAdmin):
         balance = getattr(obj, "balance_value", None)
         if balance is None:
             balance = balance_get(user=obj)
-        ledger_url = reverse("admin:credits_ledgerentry_changelist") + "?" + urlencode({"user__id__exact": obj.pk})
+        ledger_url = (
+            reverse("admin:credits_ledgerentry_changelist") + "?" + urlencode({"user": obj.pk})
+        )
         return format_html(
             '<strong>{}</strong> {} · <a href="{}">{}</a>',
             balance,
@@ -219,7 +240,11 @@ class UserAdmin(DjangoUserAdmin):
         return request.user.has_perm(ADJUST_PERMISSION)
 
     def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
     ) -> HttpResponse:
         extra_context = extra_context or {}
         if self.has_adjust_credits_permission(request):
@@ -228,8 +253,12 @@ class UserAdmin(DjangoUserAdmin):
             )
         return super().change_view(request, object_id, form_url, extra_context)
 
-    @admin.action(description=_("Adjust credits of the selected users"), permissions=["adjust_credits"])
-    def adjust_credits(self, request: HttpRequest, queryset: QuerySet[User]) -> HttpResponseRedirect | None:
+    @admin.action(
+        description=_("Adjust credits of the selected users"), permissions=["adjust_credits"]
+    )
+    def adjust_credits(
+        self, request: HttpRequest, queryset: QuerySet[User]
+    ) -> HttpResponseRedirect | None:
         ids = list(queryset.order_by("pk").values_list("pk", flat=True)[: MAX_BATCH_USERS + 1])
         if len(ids) > MAX_BATCH_USERS:
             self.message_user(
@@ -243,5 +272,9 @@ class UserAdmin(DjangoUserAdmin):
                 level="error",
             )
             return None
-        url = reverse("admin:accounts_user_adjust_credits") + "?" + urlencode({"user": ids}, doseq=True)
+        url = (
+            reverse("admin:accounts_user_adjust_credits")
+            + "?"
+            + urlencode({"user": ids}, doseq=True)
+        )
         return HttpResponseRedirect(url)

@@ -38,7 +38,9 @@ def env_bool(name: str, default: bool) -> bool:
     )
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def env_int(
+    name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     value = _raw(name)
     if value is None:
         return default
@@ -83,7 +85,7 @@ def parse_database_url(url: str, *, base_dir: os.PathLike) -> dict:
         path = unquote(parts.path)
         if path in ("", "/"):
             raise ImproperlyConfigured("DATABASE_URL: a sqlite URL needs a file path.")
-        name = path[1:] if not path.startswith("//") else path[1:]
+        name = path[1:]  # sqlite:///rel.db → "rel.db"; sqlite:////abs.db → "/abs.db"
         if not os.path.isabs(name):
             name = os.path.join(base_dir, name)
         return {

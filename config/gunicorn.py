@@ -24,7 +24,6 @@ Variables (all optional):
 
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gunicorn.glogging import Logger
 
 from config.env import env_bool, env_choice, env_int, env_str
-from config.logging import JsonFormatter
+from config.logging import JsonFormatter, RedactSecretsFilter, redact_secrets
 
 _DEBUG = env_bool("DEBUG", False)
 _LOG_FORMAT = env_choice("LOG_FORMAT", "text" if _DEBUG else "json", {"text", "json"})
@@ -61,21 +60,6 @@ errorlog = "-"
 loglevel = env_choice("LOG_LEVEL", "info", {"debug", "info", "warning", "error"})
 proc_name = "comfy-credits"
 
-# Capability secrets that travel in URL paths must never reach a log file.
-_SECRET_PATHS = (
-    (re.compile(r"^(/webhooks/comfydeploy/[^/]+/)[^/]+"), r"\1<redacted>"),
-    (re.compile(r"^(/accounts/password/reset/key/)[^/]+"), r"\1<redacted>"),
-    (re.compile(r"^(/accounts/confirm-email/)[^/]+"), r"\1<redacted>"),
-)
-
-
-def redact_path(path: str) -> str:
-    """The request path with the secret segments (webhook token, reset and confirmation keys)
-    replaced, so access logs can be shipped anywhere."""
-    for pattern, replacement in _SECRET_PATHS:
-        path = pattern.sub(replacement, path)
-    return path
-
 
 class JsonLogger(Logger):
     """Gunicorn's logger writing JSON lines: one object per request with named fields (parsed by
@@ -86,6 +70,7 @@ class JsonLogger(Logger):
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:
                 handler.setFormatter(JsonFormatter())
+                handler.addFilter(RedactSecretsFilter())
 
     def access(self, resp: object, req: object, environ: dict, request_time: object) -> None:
         if not self.access_log_enabled:
@@ -97,13 +82,14 @@ class JsonLogger(Logger):
         fields = {
             "remote_addr": environ.get("REMOTE_ADDR", "-"),
             "method": environ.get("REQUEST_METHOD", ""),
-            "path": redact_path(environ.get("PATH_INFO", "")),
+            "path": redact_secrets(environ.get("PATH_INFO", "")),
             "query_length": len(environ.get("QUERY_STRING", "")),
             "status": int(status) if str(status).isdigit() else status,
             "bytes": getattr(resp, "sent", None),
             "duration_ms": round(duration, 1),
             "user_agent": environ.get("HTTP_USER_AGENT", "")[:300],
             "request_id": environ.get("HTTP_X_REQUEST_ID", "")[:100],
+            "pid": os.getpid(),  # which worker answered
         }
         try:
             self.access_log.info(
@@ -116,9 +102,15 @@ class JsonLogger(Logger):
 class TextLogger(Logger):
     """Gunicorn's own format, with the secret path segments redacted."""
 
+    def setup(self, cfg: object) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.addFilter(RedactSecretsFilter())
+
     def atoms(self, resp: object, req: object, environ: dict, request_time: object) -> dict:
         atoms = super().atoms(resp, req, environ, request_time)
-        path = redact_path(environ.get("PATH_INFO", ""))
+        path = redact_secrets(environ.get("PATH_INFO", ""))
         atoms["U"] = path
         atoms["r"] = f"{environ.get('REQUEST_METHOD')} {path} {environ.get('SERVER_PROTOCOL')}"
         return atoms

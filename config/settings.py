@@ -1,5 +1,6 @@
 """Comfy Credits settings: one file, every knob from the environment (see .env.example)."""
 
+import logging
 import secrets
 import sys
 from pathlib import Path
@@ -59,6 +60,7 @@ INSTALLED_APPS = [
     "workflows",
     "generations",
     "payments",
+    "apikeys",
 ]
 
 MIDDLEWARE = [
@@ -98,7 +100,11 @@ TEMPLATES = [
 ]
 
 # --- Database ---------------------------------------------------------------------------------
-DATABASES = {"default": parse_database_url(env_str("DATABASE_URL", "sqlite:///db.sqlite3"), base_dir=BASE_DIR)}
+DATABASES = {
+    "default": parse_database_url(
+        env_str("DATABASE_URL", "sqlite:///db.sqlite3"), base_dir=BASE_DIR
+    )
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DB_POOL = env_bool("DB_POOL", False)
     DATABASES["default"].update(
@@ -122,7 +128,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Cache (allauth rate limits must be shared by every worker and host) ----------------------
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
 else:
     CACHES = {
         "default": {
@@ -161,6 +169,11 @@ ACCOUNT_SESSION_REMEMBER = None
 ACCOUNT_RATE_LIMITS_ENABLED = env_bool("ACCOUNT_RATE_LIMITS_ENABLED", True)
 if not ACCOUNT_RATE_LIMITS_ENABLED:
     ACCOUNT_RATE_LIMITS = False
+# Behind a proxy every request seems to come from the proxy, which would make the per-IP login
+# limits global: take the client address from X-Forwarded-For (counting the proxies you run) or
+# from a header your proxy sets (CF-Connecting-IP, Fly-Client-IP, X-Real-IP …).
+ALLAUTH_TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
+ALLAUTH_TRUSTED_CLIENT_IP_HEADER = env_str("TRUSTED_CLIENT_IP_HEADER") or None
 
 # --- Product knobs ----------------------------------------------------------------------------
 SIGNUP_BONUS_CREDITS = env_int("SIGNUP_BONUS_CREDITS", 5, minimum=0, maximum=1_000_000)
@@ -176,7 +189,9 @@ WATCHDOG_INTERVAL_SECONDS = env_int("WATCHDOG_INTERVAL_SECONDS", 30, minimum=5)
 MAX_ADJUSTMENT_CREDITS = env_int("MAX_ADJUSTMENT_CREDITS", 1_000_000, minimum=1)
 
 COMFY_DEPLOY_API_KEY = env_str("COMFY_DEPLOY_API_KEY")
-COMFY_DEPLOY_API_URL = env_str("COMFY_DEPLOY_API_URL", "https://api.comfydeploy.com/api").rstrip("/")
+COMFY_DEPLOY_API_URL = env_str("COMFY_DEPLOY_API_URL", "https://api.comfydeploy.com/api").rstrip(
+    "/"
+)
 COMFY_DEPLOY_CONNECT_TIMEOUT = env_int("COMFY_DEPLOY_CONNECT_TIMEOUT", 5, minimum=1)
 # The queue POST waits for dispatch to a GPU backend and can take several seconds.
 COMFY_DEPLOY_READ_TIMEOUT = env_int("COMFY_DEPLOY_READ_TIMEOUT", 30, minimum=1)
@@ -200,7 +215,9 @@ if bool(STRIPE_SECRET_KEY) != bool(STRIPE_WEBHOOK_SECRET):
     )
 STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/")
 if urlsplit(STRIPE_API_BASE).scheme not in ("http", "https"):
-    raise ImproperlyConfigured(f"STRIPE_API_BASE={STRIPE_API_BASE!r} must start with https://.")
+    raise ImproperlyConfigured(
+        f"STRIPE_API_BASE={STRIPE_API_BASE!r} must start with https:// (or http://)."
+    )
 STRIPE_WEBHOOK_TOLERANCE = env_int("STRIPE_WEBHOOK_TOLERANCE", 300, minimum=1, maximum=86_400)
 
 ADMIN_EMAIL = env_str("ADMIN_EMAIL")
@@ -230,6 +247,31 @@ STORAGES = {
         )
     },
 }
+# Generation outputs are copied here (upstream URLs expire after an hour). Local media by default,
+# served only to each image's owner by a login-protected view; S3-compatible storage when a bucket
+# is configured (credentials may also come from the environment or an instance role).
+AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
+if AWS_STORAGE_BUCKET_NAME:
+    AWS_S3_CUSTOM_DOMAIN = env_str("AWS_S3_CUSTOM_DOMAIN")
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AWS_STORAGE_BUCKET_NAME,
+            "endpoint_url": env_str("AWS_S3_ENDPOINT_URL") or None,
+            "access_key": env_str("AWS_ACCESS_KEY_ID") or None,
+            "secret_key": env_str("AWS_SECRET_ACCESS_KEY") or None,
+            "region_name": env_str("AWS_S3_REGION_NAME") or None,
+            "custom_domain": AWS_S3_CUSTOM_DOMAIN or None,
+            # A private bucket gets pre-signed URLs; a custom domain (CDN) is taken as public.
+            "querystring_auth": not AWS_S3_CUSTOM_DOMAIN,
+            "querystring_expire": env_int("AWS_QUERYSTRING_EXPIRE", 3600, minimum=60),
+            "signature_version": "s3v4",
+            "default_acl": None,
+            "file_overwrite": True,
+        },
+    }
+# Largest single output we copy; anything bigger is refused (and keeps its upstream URL).
+OUTPUT_MAX_BYTES = env_int("OUTPUT_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 
 # --- Email ------------------------------------------------------------------------------------
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Comfy Credits <no-reply@localhost>")
@@ -281,7 +323,9 @@ def _origin(url: str) -> str:
 # Images may come from ComfyDeploy's buckets (https) or, with the simulator, from loopback.
 _IMG_SOURCES = [CSP.SELF, "data:", "https:"]
 if not COMFY_DEPLOY_API_KEY or COMFY_DEPLOY_API_URL.startswith("http:"):
-    _IMG_SOURCES.append(_origin(COMFY_DEPLOY_API_URL) if COMFY_DEPLOY_API_KEY else "http://127.0.0.1:*")
+    _IMG_SOURCES.append(
+        _origin(COMFY_DEPLOY_API_URL) if COMFY_DEPLOY_API_KEY else "http://127.0.0.1:*"
+    )
     _IMG_SOURCES.append("http://localhost:*")
 SECURE_CSP = {
     "default-src": [CSP.SELF],
@@ -306,11 +350,26 @@ LOGGING = {
         "json": {"()": "config.logging.JsonFormatter"},
         "text": {"()": "config.logging.TextFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "filters": {
+        "context": {"()": "config.logging.LogContextFilter"},
+        "redact": {"()": "config.logging.RedactSecretsFilter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context", "redact"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        "stripe": {"level": "WARNING"},  # the library logs every API call at INFO
     },
 }
+if not TESTING:
+    # Python warnings go through logging too, so production output stays one JSON object per line
+    # (pytest keeps its own warning capture).
+    logging.captureWarnings(True)

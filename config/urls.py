@@ -1,3 +1,4 @@
+from allauth.account.decorators import secure_admin_login
 from django.conf import settings
 from django.conf.urls.static import static
 from django.contrib import admin
@@ -5,7 +6,11 @@ from django.urls import include, path
 
 from config import views
 from generations.api import api
+from generations.output_views import generation_output_file
 from generations.webhooks import comfydeploy_webhook
+
+# The admin signs in through allauth's login, so its rate limits cover the admin too.
+admin.site.login = secure_admin_login(admin.site.login)
 
 urlpatterns = [
     path("", views.landing, name="landing"),
@@ -20,7 +25,16 @@ urlpatterns = [
         name="comfydeploy_webhook",
     ),
     path("", include("generations.urls")),
+    path("", include("credits.urls")),
     path("", include("payments.urls")),
+    path("", include("apikeys.urls")),
+    # Stored generation images (local media): owner-only, at the URL default_storage.url() gives.
+    # Listed before the DEBUG-only public media route below so it always wins.
+    path(
+        f"{settings.MEDIA_URL.strip('/')}/generations/<int:user_id>/<uuid:generation_id>/<str:filename>",
+        generation_output_file,
+        name="generation_output_file",
+    ),
 ]
 if settings.DEBUG:
     urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

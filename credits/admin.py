@@ -87,7 +87,11 @@ class LedgerEntryAdmin(admin.ModelAdmin):
         "generation_link",
         "actor_link",
     )
-    list_filter = ("kind", ("created_at", admin.DateFieldListFilter), ("actor", admin.EmptyFieldListFilter))
+    list_filter = (
+        "kind",
+        ("created_at", admin.DateFieldListFilter),
+        ("actor", admin.EmptyFieldListFilter),
+    )
     search_fields = ("user__email",)
     search_help_text = _("Search by the user's email address.")
     list_select_related = ("user", "actor", "generation")
@@ -144,7 +148,9 @@ class LedgerEntryAdmin(admin.ModelAdmin):
             headers={"Content-Disposition": f'attachment; filename="ledger-{stamp}.csv"'},
         )
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict | None = None
+    ) -> HttpResponse:
         extra_context = extra_context or {}
         extra_context["export_url"] = reverse("admin:credits_ledgerentry_export")
         return super().changelist_view(request, extra_context)

@@ -81,7 +81,8 @@ def adjust_credits_view(request: HttpRequest, *, admin_site: AdminSite) -> HttpR
     if not users:
         messages.error(
             request,
-            _("Select between 1 and %(max)d existing users to adjust their credits.") % {"max": MAX_BATCH_USERS},
+            _("Select between 1 and %(max)d existing users to adjust their credits.")
+            % {"max": MAX_BATCH_USERS},
         )
         return HttpResponseRedirect(changelist_url)
 
@@ -104,7 +105,9 @@ def adjust_credits_view(request: HttpRequest, *, admin_site: AdminSite) -> HttpR
                 ) % {"email": negative.user.email, "balance": negative.balance, "amount": -amount}
         elif not token or not cache.add(f"adjust-credits:{token}", True, _TOKEN_TTL_SECONDS):
             # Already applied (double click, back button and resubmit): do not move credits twice.
-            messages.warning(request, _("This adjustment was already submitted; it was applied once."))
+            messages.warning(
+                request, _("This adjustment was already submitted; it was applied once.")
+            )
             return HttpResponseRedirect(_done_url(users))
         else:
             try:
@@ -118,13 +121,19 @@ def adjust_credits_view(request: HttpRequest, *, admin_site: AdminSite) -> HttpR
                     messages.success(
                         request,
                         _("%(email)s: %(amount)+d credits, balance now %(balance)d.")
-                        % {"email": user.email, "amount": entry.amount, "balance": entry.balance_after},
+                        % {
+                            "email": user.email,
+                            "amount": entry.amount,
+                            "balance": entry.balance_after,
+                        },
                     )
                 return HttpResponseRedirect(_done_url(users))
 
     context = {
         **admin_site.each_context(request),
-        "title": ngettext("Adjust credits of %(count)d user", "Adjust credits of %(count)d users", len(users))
+        "title": ngettext(
+            "Adjust credits of %(count)d user", "Adjust credits of %(count)d users", len(users)
+        )
         % {"count": len(users)},
         "opts": User._meta,
         "form": form,

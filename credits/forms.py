@@ -31,7 +31,8 @@ class AdjustCreditsForm(forms.Form):
             raise forms.ValidationError(_("The amount cannot be zero."))
         if abs(amount) > limit:
             raise forms.ValidationError(
-                _("An adjustment is limited to %(limit)s credits either way."), params={"limit": f"{limit:,}"}
+                _("An adjustment is limited to %(limit)s credits either way."),
+                params={"limit": f"{limit:,}"},
             )
         return amount
 

@@ -9,7 +9,10 @@ class CreditBalance(models.Model):
     """One row per user. Locked with SELECT ... FOR UPDATE before every credit movement."""
 
     user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="credit_balance"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="credit_balance",
     )
     balance = models.IntegerField(_("balance"), default=0)
     updated_at = models.DateTimeField(auto_now=True)
@@ -76,7 +79,9 @@ class LedgerEntry(models.Model):
         indexes = [models.Index(fields=["user", "-created_at"], name="ledger_user_created")]
         constraints = [
             models.CheckConstraint(condition=~Q(amount=0), name="ledger_amount_not_zero"),
-            models.CheckConstraint(condition=Q(balance_after__gte=0), name="ledger_balance_after_not_negative"),
+            models.CheckConstraint(
+                condition=Q(balance_after__gte=0), name="ledger_balance_after_not_negative"
+            ),
             models.UniqueConstraint(
                 fields=["generation"],
                 condition=Q(kind="generation_charge"),
@@ -88,7 +93,9 @@ class LedgerEntry(models.Model):
                 name="ledger_one_refund_per_generation",
             ),
             models.UniqueConstraint(
-                fields=["user"], condition=Q(kind="signup_bonus"), name="ledger_one_signup_bonus_per_user"
+                fields=["user"],
+                condition=Q(kind="signup_bonus"),
+                name="ledger_one_signup_bonus_per_user",
             ),
             models.UniqueConstraint(
                 fields=["kind", "external_ref"],
@@ -96,7 +103,9 @@ class LedgerEntry(models.Model):
                 name="ledger_unique_external_ref",
             ),
             models.CheckConstraint(
-                condition=Q(kind__in=["generation_charge", "generation_refund"], generation__isnull=False)
+                condition=Q(
+                    kind__in=["generation_charge", "generation_refund"], generation__isnull=False
+                )
                 | ~Q(kind__in=["generation_charge", "generation_refund"]),
                 name="ledger_generation_entries_have_generation",
             ),

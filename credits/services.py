@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from credits.models import CreditBalance, LedgerEntry
@@ -69,7 +70,9 @@ def _record(
     # The caller holds the row lock, so computing the new balance in Python is race-free;
     # the CHECK constraint still refuses a negative result if a bug ever gets this far.
     balance.balance += amount
-    CreditBalance.objects.filter(pk=balance.pk).update(balance=balance.balance)
+    CreditBalance.objects.filter(pk=balance.pk).update(
+        balance=balance.balance, updated_at=timezone.now()
+    )
     return LedgerEntry.objects.create(
         user_id=balance.user_id,
         kind=kind,
@@ -100,12 +103,16 @@ def signup_bonus_grant(*, user: User) -> LedgerEntry | None:
         )
 
 
-def generation_charge(*, generation: Generation, balance: CreditBalance | None = None) -> LedgerEntry:
+def generation_charge(
+    *, generation: Generation, balance: CreditBalance | None = None
+) -> LedgerEntry:
     """Take the generation's cost from its owner. Raises InsufficientCredits when short.
 
     ``balance`` may be the row the caller already locked in this transaction (saves a query).
+    No savepoint (two round trips on the generate hot path): the refusal is raised before any
+    write, and an error rolls back the caller's whole transaction, which is what it wants.
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         if balance is None:
             balance = balance_lock(user_id=generation.user_id)
         if balance.balance < generation.cost:
@@ -201,7 +208,12 @@ def credits_adjust(*, user: User, amount: object, reason: str, actor: User | Non
                     "%(email)s has %(balance)d credits; adding %(amount)d would pass the largest "
                     "possible balance (%(max)s)."
                 )
-                % {"email": user.email, "balance": balance.balance, "amount": amount, "max": f"{MAX_BALANCE:,}"}
+                % {
+                    "email": user.email,
+                    "balance": balance.balance,
+                    "amount": amount,
+                    "max": f"{MAX_BALANCE:,}",
+                }
             )
         return _record(
             balance=balance,
@@ -212,7 +224,9 @@ def credits_adjust(*, user: User, amount: object, reason: str, actor: User | Non
         )
 
 
-def purchase_credit(*, user: User, amount: int, reason: str, external_ref: str) -> LedgerEntry | None:
+def purchase_credit(
+    *, user: User, amount: int, reason: str, external_ref: str
+) -> LedgerEntry | None:
     """Credit a paid purchase once per ``external_ref`` (e.g. a Stripe Checkout Session id).
     Returns None when that reference was already credited."""
     if amount <= 0:
@@ -221,8 +235,12 @@ def purchase_credit(*, user: User, amount: int, reason: str, external_ref: str) 
         raise CreditError(_("A purchase needs the payment's reference."))
     with transaction.atomic():
         balance = balance_lock(user_id=user.pk)
-        if LedgerEntry.objects.filter(kind=LedgerEntry.Kind.PURCHASE, external_ref=external_ref).exists():
+        if LedgerEntry.objects.filter(
+            kind=LedgerEntry.Kind.PURCHASE, external_ref=external_ref
+        ).exists():
             return None
+        if balance.balance + amount > MAX_BALANCE:
+            raise CreditError(_("This purchase would pass the largest possible balance."))
         try:
             with transaction.atomic():
                 return _record(

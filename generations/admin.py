@@ -19,7 +19,7 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from generations.models import ACTIVE_STATUSES, Generation, GenerationEvent
+from generations.models import ACTIVE_STATUSES, Generation, GenerationEvent, Status
 from generations.services import generation_cancel, generation_recheck
 
 BOTH = [ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM]
@@ -38,9 +38,17 @@ class StuckFilter(admin.SimpleListFilter):
     parameter_name = "stuck"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("yes", _("Active, not heard from upstream for over %(s)d s") % {"s": settings.RUN_STALE_AFTER_SECONDS})]
+        return [
+            (
+                "yes",
+                _("Active, not heard from upstream for over %(s)d s")
+                % {"s": settings.RUN_STALE_AFTER_SECONDS},
+            )
+        ]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Generation]) -> QuerySet[Generation]:
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Generation]
+    ) -> QuerySet[Generation]:
         if self.value() != "yes":
             return queryset
         cutoff = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS)
@@ -91,7 +99,18 @@ class GenerationAdmin(admin.ModelAdmin):
     fieldsets = (
         (
             None,
-            {"fields": ("id", "user_link", "workflow", "status", "cost", "credits", "run_id", "error")},
+            {
+                "fields": (
+                    "id",
+                    "user_link",
+                    "workflow",
+                    "status",
+                    "cost",
+                    "credits",
+                    "run_id",
+                    "error",
+                )
+            },
         ),
         (gettext_lazy("Inputs and outputs"), {"fields": ("inputs_pretty", "outputs_gallery")}),
         (
@@ -163,7 +182,9 @@ class GenerationAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("inputs"))
     def inputs_pretty(self, obj: Generation) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(obj.inputs, indent=2, ensure_ascii=False, sort_keys=True))
+        return format_html(
+            "<pre>{}</pre>", json.dumps(obj.inputs, indent=2, ensure_ascii=False, sort_keys=True)
+        )
 
     @admin.display(description=gettext_lazy("outputs"))
     def outputs_gallery(self, obj: Generation) -> str:
@@ -188,7 +209,11 @@ class GenerationAdmin(admin.ModelAdmin):
                 )
             elif url:
                 items.append(
-                    format_html('<a href="{}" target="_blank" rel="noopener noreferrer">{}</a>', url, kind or url)
+                    format_html(
+                        '<a href="{}" target="_blank" rel="noopener noreferrer">{}</a>',
+                        url,
+                        kind or url,
+                    )
                 )
             else:
                 items.append(format_html("<code>{}</code>", str(output.get("url", ""))))
@@ -202,13 +227,15 @@ class GenerationAdmin(admin.ModelAdmin):
         changelist = reverse("admin:credits_ledgerentry_changelist")
         return format_html_join(
             ", ",
-            '<a href="{}?id={}">{} {:+d}</a>',
-            ((changelist, e.pk, e.get_kind_display(), e.amount) for e in entries),
+            '<a href="{}?id={}">{} {}</a>',
+            ((changelist, e.pk, e.get_kind_display(), f"{e.amount:+d}") for e in entries),
         )
 
     # --- Actions ---------------------------------------------------------------------------------
 
-    @admin.action(description=gettext_lazy("Re-check upstream now"), permissions=["operate"], location=BOTH)
+    @admin.action(
+        description=gettext_lazy("Re-check upstream now"), permissions=["operate"], location=BOTH
+    )
     def recheck_upstream(self, request: HttpRequest, queryset: QuerySet[Generation]) -> None:
         checked = changed = skipped = 0
         for generation in queryset.select_related("workflow"):
@@ -221,7 +248,9 @@ class GenerationAdmin(admin.ModelAdmin):
             if after.last_synced_at == before[1]:
                 self.message_user(
                     request,
-                    _("%(id)s: ComfyDeploy could not be reached or did not answer about this run; try again later.")
+                    _(
+                        "%(id)s: ComfyDeploy could not be reached or did not answer about this run; try again later."
+                    )
                     % {"id": generation.pk},
                     level=messages.WARNING,
                 )
@@ -229,7 +258,9 @@ class GenerationAdmin(admin.ModelAdmin):
                 changed += 1
         self.message_user(
             request,
-            _("Re-checked %(checked)d runs upstream; %(changed)d changed status. %(skipped)d were skipped (finished, or never queued).")
+            _(
+                "Re-checked %(checked)d runs upstream; %(changed)d changed status. %(skipped)d were skipped (finished, or never queued)."
+            )
             % {"checked": checked, "changed": changed, "skipped": skipped},
             level=messages.SUCCESS if checked or not skipped else messages.INFO,
         )
@@ -245,7 +276,7 @@ class GenerationAdmin(admin.ModelAdmin):
                 continue
             after = generation_cancel(generation=generation, actor=request.user)
             # A racing webhook may have finished it first; the service refunds at most once anyway.
-            if after.status == generation.Status.CANCELLED if hasattr(generation, "Status") else after.status == "cancelled":
+            if after.status == Status.CANCELLED:
                 cancelled += 1
             else:
                 skipped += 1

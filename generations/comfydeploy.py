@@ -2,8 +2,8 @@
 
 Everything the app says to ComfyDeploy goes through :class:`ComfyDeployClient`; every way a call can
 go wrong comes back as one exception type, :class:`ComfyDeployError`, whose ``message`` is a sentence
-fit to store on a generation and show to its owner. The upstream facts this code relies on are in
-``/work/shared/comfydeploy-api.md`` (statuses, error shapes, output layout).
+fit to store on a generation and show to its owner. The upstream facts this code relies on
+(statuses, error shapes, output layout) are in the team's comfydeploy-api.md notes.
 
 Two rules shape the client:
 
@@ -182,8 +182,8 @@ def _clean_text(value: object, *, limit: int = 255) -> str:
     """A single-line, bounded string from whatever upstream sent (None → "")."""
     if not isinstance(value, str):
         return ""
-    text = "".join(ch if ch.isprintable() else " " for ch in value).strip()
-    return text[:limit]
+    text = "".join(ch if ch.isprintable() else " " for ch in value)
+    return " ".join(text.split())[:limit]
 
 
 def _iter_outputs(raw: object) -> Iterator[RunOutput]:
@@ -316,10 +316,7 @@ def _error_detail(response: httpx.Response) -> str:
         text = response.text  # httpx decodes with errors="replace": never raises
         if text.lstrip().startswith("<"):  # an HTML error page says nothing useful in one line
             text = ""
-    text = " ".join(text.split())
-    if not text:
-        text = response.reason_phrase or "no detail"
-    return text[:_MAX_DETAIL_CHARS]
+    return _clean_text(text, limit=_MAX_DETAIL_CHARS) or response.reason_phrase or "no detail"
 
 
 def _seconds(value: float | None) -> str:
@@ -344,10 +341,13 @@ class ComfyDeployClient:
         self.base_url = base_url.rstrip("/")
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        # A key an HTTP header cannot carry is a configuration mistake: report it from each call
+        # as a ComfyDeployError (so callers refund) rather than crash while building the client.
+        self._config_error = "" if api_key.isascii() else "The ComfyDeploy API key is not valid"
         self._http = httpx.Client(
             base_url=self.base_url + "/",
             headers={
-                "Authorization": f"Bearer {api_key}",
+                "Authorization": f"Bearer {api_key if api_key.isascii() else ''}",
                 "Accept": "application/json",
                 "User-Agent": "comfy-credits/1.0",
             },
@@ -450,6 +450,10 @@ class ComfyDeployClient:
         run_id: str | None = None,
         parse: bool = True,
     ) -> Any:
+        if self._config_error:
+            raise self._fail(
+                ComfyDeployError(self._config_error, kind="connect"), call, run_id=run_id
+            )
         headers = {"Content-Type": "application/json"} if content is not None else None
         try:
             response = self._http.request(method, path, content=content, headers=headers)

@@ -38,12 +38,20 @@ class Generation(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="generations", verbose_name=_("user")
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="generations",
+        verbose_name=_("user"),
     )
     workflow = models.ForeignKey(
-        "workflows.Workflow", on_delete=models.PROTECT, related_name="generations", verbose_name=_("workflow")
+        "workflows.Workflow",
+        on_delete=models.PROTECT,
+        related_name="generations",
+        verbose_name=_("workflow"),
     )
-    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
+    )
     # Snapshotted at start so a later price change never alters a refund.
     cost = models.PositiveIntegerField(_("cost"))
     inputs = models.JSONField(_("inputs"), default=dict)
@@ -73,8 +81,13 @@ class Generation(models.Model):
             models.Index(fields=["status", "last_synced_at"], name="generation_status_synced"),
         ]
         constraints = [
-            models.UniqueConstraint(fields=["run_id"], condition=~Q(run_id=""), name="generation_unique_run_id"),
-            models.CheckConstraint(condition=Q(progress__gte=0) & Q(progress__lte=1), name="generation_progress_fraction"),
+            models.UniqueConstraint(
+                fields=["run_id"], condition=~Q(run_id=""), name="generation_unique_run_id"
+            ),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0) & Q(progress__lte=1),
+                name="generation_progress_fraction",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -130,3 +143,31 @@ class GenerationEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.status} ({self.source})"
+
+
+class IdempotencyRecord(models.Model):
+    """One ``Idempotency-Key`` of ``POST /api/v1/generations`` and the answer it got.
+
+    The unique (user, key) row is the lock: whoever inserts it runs the request, everyone else with
+    the same key replays its stored answer. Records older than a day are ignored and pruned
+    (``generations.idempotency``).
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(_("idempotency key"), max_length=255)
+    # SHA-256 of the canonical JSON body: the same key with another body is refused.
+    request_hash = models.CharField(_("request hash"), max_length=64)
+    # Both empty while the first request is still running.
+    response_status = models.PositiveSmallIntegerField(_("response status"), null=True, blank=True)
+    response_body = models.JSONField(_("response body"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("idempotency record")
+        verbose_name_plural = _("idempotency records")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotency_unique_user_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}:{self.key}"

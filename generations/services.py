@@ -8,10 +8,12 @@ generation, so the two never deadlock. No lock is ever held across an HTTP call 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core import signing
@@ -23,7 +25,6 @@ from django.utils.translation import gettext as _
 
 from credits.services import balance_lock, generation_charge, generation_refund
 from generations.comfydeploy import ComfyDeployError, RunSnapshot, get_client
-from generations.outputs import outputs_persist_schedule
 from generations.models import (
     ACTIVE_STATUSES,
     REFUNDED_STATUSES,
@@ -31,6 +32,7 @@ from generations.models import (
     GenerationEvent,
     Status,
 )
+from generations.outputs import outputs_persist_schedule
 from workflows.inputs import inputs_validate
 
 if TYPE_CHECKING:
@@ -99,7 +101,9 @@ def webhook_url_for(generation: Generation) -> str:
 # --- Start --------------------------------------------------------------------------------------
 
 
-def generation_start(*, user: User, workflow: Workflow, inputs: Mapping, json: bool = False) -> Generation:
+def generation_start(
+    *, user: User, workflow: Workflow, inputs: Mapping, json: bool = False
+) -> Generation:
     """Validate, charge and queue one run. Raises InputsInvalid, TooManyActiveGenerations or
     InsufficientCredits before anything moves. Returns the generation: ``queued``, or ``failed``
     (already refunded, ``error`` says why) when ComfyDeploy could not take the run."""
@@ -110,7 +114,9 @@ def generation_start(*, user: User, workflow: Workflow, inputs: Mapping, json: b
         active = Generation.objects.filter(user_id=user.pk, status__in=ACTIVE_STATUSES).count()
         if active >= settings.MAX_CONCURRENT_RUNS:
             raise TooManyActiveGenerations(
-                _("You already have %(count)d generations running, the most at once. Wait for one to finish.")
+                _(
+                    "You already have %(count)d generations running, the most at once. Wait for one to finish."
+                )
                 % {"count": active}
             )
         generation = Generation.objects.create(
@@ -133,19 +139,29 @@ def _generation_queue(*, generation: Generation, workflow: Workflow) -> Generati
         return _generation_finish(
             generation_id=generation.id,
             status=Status.FAILED,
-            error=_("The image service could not start this run (%(reason)s). Your credits were refunded.")
+            error=_(
+                "The image service could not start this run (%(reason)s). Your credits were refunded."
+            )
             % {"reason": exc.message},
             source=Source.APP,
         )
     now = timezone.now()
-    with transaction.atomic():
-        current = Generation.objects.select_for_update().get(pk=generation.pk)
-        current.run_id = run_id
-        if current.status == Status.PENDING:
-            current.status = Status.QUEUED
-            current.queued_at = now
-            current.last_synced_at = now
-        current.save(update_fields=["run_id", "status", "queued_at", "last_synced_at", "updated_at"])
+    # The common case in one statement (the hot path): a still-pending generation becomes queued.
+    # Nothing else touches a pending generation except to end it, so the copy in hand is current.
+    queued = Generation.objects.filter(pk=generation.pk, status=Status.PENDING).update(
+        run_id=run_id, status=Status.QUEUED, queued_at=now, last_synced_at=now, updated_at=now
+    )
+    if queued:
+        current = generation
+        current.run_id, current.status = run_id, Status.QUEUED
+        current.queued_at = current.last_synced_at = current.updated_at = now
+    else:
+        # Ended meanwhile (the watchdog): keep its status, but remember the run id.
+        with transaction.atomic():
+            current = Generation.objects.select_for_update().get(pk=generation.pk)
+            current.run_id = run_id
+            current.save(update_fields=["run_id", "updated_at"])
+    current.workflow = workflow  # already loaded: saves the caller a query when rendering
     if current.is_terminal:
         # The watchdog gave up on this run while the queue call hung; it was refunded, so make
         # sure it does not keep burning GPU time upstream.
@@ -157,7 +173,9 @@ def _generation_queue(*, generation: Generation, workflow: Workflow) -> Generati
 # --- Applying what upstream says ----------------------------------------------------------------
 
 
-def _record_event(generation: Generation, *, source: str, upstream_status: str = "", detail: str = "") -> None:
+def _record_event(
+    generation: Generation, *, source: str, upstream_status: str = "", detail: str = ""
+) -> None:
     GenerationEvent.objects.create(
         generation=generation,
         status=generation.status,
@@ -168,10 +186,17 @@ def _record_event(generation: Generation, *, source: str, upstream_status: str =
 
 
 def _generation_finish(
-    *, generation_id: object, status: str, error: str, source: str, upstream_status: str = ""
+    *,
+    generation_id: object,
+    status: str,
+    error: str,
+    source: str,
+    upstream_status: str = "",
+    note: str = "",
 ) -> Generation:
     """Move a generation to a terminal status and refund it if that status refunds, in one
-    transaction. A generation already terminal is returned untouched."""
+    transaction. A generation already terminal is returned untouched. ``note`` is appended to
+    the status event's detail (e.g. who cancelled)."""
     with transaction.atomic():
         generation = Generation.objects.select_for_update().get(pk=generation_id)
         if generation.is_terminal:
@@ -180,7 +205,12 @@ def _generation_finish(
         generation.error = error
         generation.finished_at = timezone.now()
         generation.save(update_fields=["status", "error", "finished_at", "updated_at"])
-        _record_event(generation, source=source, upstream_status=upstream_status, detail=error)
+        _record_event(
+            generation,
+            source=source,
+            upstream_status=upstream_status,
+            detail=f"{error} {note}".strip(),
+        )
         if status in REFUNDED_STATUSES:
             generation_refund(generation=generation)
     logger.info("generation %s", status, extra={**generation.log_context, "source": source})
@@ -195,7 +225,36 @@ def _failure_message(status: str) -> str:
     }.get(status, "")
 
 
-def generation_apply_snapshot(*, generation_id: object, snapshot: RunSnapshot, source: str) -> Generation:
+_RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_MAX_OUTPUT_URL = 4096
+
+
+def _run_id_adoptable(generation: Generation, run_id: str) -> bool:
+    """Whether a run id heard about a generation that has none may become its run id: only for a
+    generation already over (a pending one is still waiting for its queue call to answer), only
+    an id shaped like upstream's, and only one no other generation holds."""
+    return (
+        not generation.run_id
+        and generation.is_terminal
+        and _RUN_ID_RE.fullmatch(run_id) is not None
+        and not Generation.objects.filter(run_id=run_id).exists()
+    )
+
+
+def _output_url_ok(url: str) -> bool:
+    # Outputs end up in <img src>/<a href> and are downloaded by the output copier: only plain
+    # http(s) URLs without control characters (PostgreSQL's JSONB also refuses NUL).
+    if not 0 < len(url) <= _MAX_OUTPUT_URL or not url.isprintable():
+        return False
+    try:
+        return urlsplit(url).scheme in ("http", "https")
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return False
+
+
+def generation_apply_snapshot(
+    *, generation_id: object, snapshot: RunSnapshot, source: str
+) -> Generation:
     """The one place an upstream run snapshot (webhook body or GET /run) changes a generation.
 
     Terminal statuses are sticky and refund at most once; intermediate statuses never move
@@ -205,16 +264,37 @@ def generation_apply_snapshot(*, generation_id: object, snapshot: RunSnapshot, s
     new_status = UPSTREAM_TO_LOCAL.get(snapshot.status)
     with transaction.atomic():
         generation = Generation.objects.select_for_update().get(pk=generation_id)
-        outputs = [{"url": o.url, "type": o.type, "output_id": o.output_id} for o in snapshot.outputs if o.url]
         fields = {"last_synced_at", "updated_at"}
+        if generation.run_id.lower() != snapshot.run_id.lower():
+            if not _run_id_adoptable(generation, snapshot.run_id):
+                # Another run's news, or a run not registered yet: never apply it here.
+                logger.warning("snapshot for another run ignored", extra=generation.log_context)
+                return generation
+            # The queue call failed on our side (a timeout) after ComfyDeploy had created the
+            # run, so we refunded; its webhooks still come to this generation's URL. Remember
+            # the run: from now on only its outputs are recorded.
+            generation.run_id = snapshot.run_id
+            fields.add("run_id")
+        outputs = [
+            {
+                "url": o.url,
+                "type": o.type,
+                "output_id": o.output_id[:100] if o.output_id.isprintable() else "",
+            }
+            for o in snapshot.outputs
+            if _output_url_ok(o.url)
+        ]
         generation.last_synced_at = now
         if generation.is_terminal or new_status is None:
             if new_status is None:
-                logger.warning("unknown upstream status %r", snapshot.status, extra=generation.log_context)
+                logger.warning(
+                    "unknown upstream status %r", snapshot.status[:40], extra=generation.log_context
+                )
             # A late success for a run we already refunded: keep its images, move no credits.
             if outputs and not generation.outputs:
                 generation.outputs = outputs
                 fields.add("outputs")
+                transaction.on_commit(lambda: outputs_persist_schedule(generation_id=generation.id))
             generation.save(update_fields=sorted(fields))
             return generation
         previous = generation.status
@@ -250,7 +330,10 @@ def generation_apply_snapshot(*, generation_id: object, snapshot: RunSnapshot, s
             transaction.on_commit(lambda: outputs_persist_schedule(generation_id=generation.id))
     if new_status != previous:
         logger.info(
-            "generation %s -> %s", previous, new_status, extra={**generation.log_context, "source": source}
+            "generation %s -> %s",
+            previous,
+            new_status,
+            extra={**generation.log_context, "source": source},
         )
     return generation
 
@@ -295,18 +378,21 @@ def _cancel_upstream(generation: Generation) -> None:
         logger.warning("upstream cancel failed: %s", exc.message, extra=generation.log_context)
 
 
-def generation_cancel(*, generation: Generation, actor: User | None = None, source: str = Source.ADMIN) -> Generation:
+def generation_cancel(
+    *, generation: Generation, actor: User | None = None, source: str = Source.ADMIN
+) -> Generation:
     """Cancel a run upstream (best effort), mark it cancelled and refund it, exactly once."""
     if generation.is_terminal:
         return generation
     _cancel_upstream(generation)
-    who = f" by {actor.email}" if actor is not None else ""
+    # Who cancelled goes into the event's detail: upstream_status is a short status column.
     return _generation_finish(
         generation_id=generation.id,
         status=Status.CANCELLED,
         error=_("The run was cancelled. Your credits were refunded."),
         source=source,
-        upstream_status=f"cancelled{who}",
+        upstream_status="cancelled",
+        note=f"(by {actor.email})" if actor is not None else "",
     )
 
 
@@ -335,7 +421,9 @@ def generations_reconcile(*, now: datetime | None = None) -> ReconcileReport:
     expired = now - timedelta(seconds=settings.RUN_TIMEOUT_SECONDS)
 
     # Charged but never got a run_id: the process died between the charge and the queue call.
-    for generation in Generation.objects.filter(status=Status.PENDING, run_id="", created_at__lt=stale):
+    for generation in Generation.objects.filter(
+        status=Status.PENDING, run_id="", created_at__lt=stale
+    ):
         done = _generation_finish(
             generation_id=generation.id,
             status=Status.FAILED,
@@ -346,18 +434,23 @@ def generations_reconcile(*, now: datetime | None = None) -> ReconcileReport:
 
     # Running far too long: upstream only reports a stuck run after 24 h, and sends no webhook.
     for generation in Generation.objects.active().exclude(run_id="").filter(created_at__lt=expired):
-        _cancel_upstream(generation)
+        # Finish before cancelling: the cancel makes upstream send a "cancelled" webhook, which
+        # must find the run already timed out rather than race this pass to a different status.
         done = _generation_finish(
             generation_id=generation.id,
             status=Status.TIMED_OUT,
             error=_("The run took too long and was stopped. Your credits were refunded."),
             source=Source.WATCHDOG,
         )
+        if done.status == Status.TIMED_OUT:
+            _cancel_upstream(done)
         report.timed_out += done.status == Status.TIMED_OUT
 
     # Not heard from lately: webhooks get lost, so ask.
-    quiet = Generation.objects.active().exclude(run_id="").filter(
-        Q(last_synced_at__lt=stale) | Q(last_synced_at__isnull=True)
+    quiet = (
+        Generation.objects.active()
+        .exclude(run_id="")
+        .filter(Q(last_synced_at__lt=stale) | Q(last_synced_at__isnull=True))
     )
     for generation in quiet:
         before = generation.status

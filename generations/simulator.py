@@ -1,7 +1,7 @@
 """A faithful local fake of ComfyDeploy: the embedded default backend and the test double.
 
-It speaks the endpoints and JSON described in ``/work/shared/comfydeploy-api.md`` (Bearer auth,
-FastAPI-shaped errors, the run lifecycle, unsigned webhooks whose retries arrive as GET), draws a real
+It speaks the endpoints and JSON of the team's comfydeploy-api.md notes (Bearer auth, FastAPI-shaped
+errors, the run lifecycle, unsigned webhooks whose retries arrive as GET), draws a real
 PNG from the prompt with Pillow and serves it like a pre-signed URL. Switches inject the failures the
 app must survive: see :class:`SimulatorConfig` and ``MARKERS``.
 
@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import socket
+import ssl
 import textwrap
 import threading
 import time
@@ -382,6 +383,13 @@ def render_image(prompt: str, index: int = 0, size: int = 512) -> bytes:
     return buffer.getvalue()
 
 
+@lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    """CA-verifying context for https webhooks, built once: it costs ~50 ms and tests start many
+    simulators."""
+    return httpx.create_ssl_context()
+
+
 # --- HTTP server --------------------------------------------------------------------------------
 
 
@@ -517,7 +525,7 @@ class Simulator:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         # Deliveries go to local receivers: never through an environment proxy.
-        self._http = httpx.Client(trust_env=False, follow_redirects=False)
+        self._http = httpx.Client(trust_env=False, follow_redirects=False, verify=_tls_context())
         self._add_builtin_deployment()
 
     # Lifecycle of the server itself.
@@ -531,7 +539,7 @@ class Simulator:
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
+            kwargs={"poll_interval": 0.05},  # how long stop() may wait for the loop
             name=f"comfydeploy-simulator:{self.port}",
             daemon=True,
         )

@@ -184,9 +184,14 @@ def generation_create(request: HttpRequest, slug: str) -> HttpResponse:
 
     if not _wants_partial(request):
         if generation.is_refunded_status:
-            messages.error(request, generation.error or _("The run could not start. Your credits were refunded."))
+            messages.error(
+                request,
+                generation.error or _("The run could not start. Your credits were refunded."),
+            )
         else:
-            messages.success(request, _("Your image is on its way. It appears below when it is ready."))
+            messages.success(
+                request, _("Your image is on its way. It appears below when it is ready.")
+            )
         return redirect(f"{reverse('dashboard')}?{urlencode({'workflow': slug})}")
     response = render(
         request, f"{DASHBOARD}#generation-card", {"generation": generation, "oob": True}, status=201
@@ -199,7 +204,9 @@ def _refused(request: HttpRequest, workflow: Workflow, error: str, status: int) 
     form = inputs_form(workflow, data=request.POST)
     form.is_valid()  # binds the per-field errors for display
     workflows = list(Workflow.objects.active().with_inputs())
-    context = _dashboard_context(request, workflows=workflows, selected=workflow, form=form, error=error)
+    context = _dashboard_context(
+        request, workflows=workflows, selected=workflow, form=form, error=error
+    )
     response = _render(request, DASHBOARD, "workflow-panel", context, status=status)
     if _wants_partial(request):
         # The form posted towards the runs list; a refusal belongs in the form instead.
@@ -216,7 +223,9 @@ def generation_card(request: HttpRequest, generation_id: uuid.UUID) -> HttpRespo
     if not _wants_partial(request):
         return redirect("generation_detail", generation_id=generation.id)
     generation = generation_refresh_if_stale(generation=generation)
-    response = render(request, f"{DASHBOARD}#generation-card", {"generation": generation, "oob": True})
+    response = render(
+        request, f"{DASHBOARD}#generation-card", {"generation": generation, "oob": True}
+    )
     patch_vary_headers(response, ("HX-Request",))
     if generation.is_terminal:
         response["HX-Trigger"] = CREDITS_CHANGED
@@ -230,7 +239,9 @@ def generation_card(request: HttpRequest, generation_id: uuid.UUID) -> HttpRespo
 @login_required
 def history(request: HttpRequest) -> HttpResponse:
     generations = (
-        Generation.objects.for_user(request.user).select_related("workflow").order_by("-created_at", "-id")
+        Generation.objects.for_user(request.user)
+        .select_related("workflow")
+        .order_by("-created_at", "-id")
     )
     page = Paginator(generations, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
     return _render(request, "generations/history.html", "gallery", {"page": page})
@@ -250,7 +261,9 @@ def generation_detail(request: HttpRequest, generation_id: uuid.UUID) -> HttpRes
         "generation": generation,
         "inputs": inputs,
         "events": generation.events.all(),
-        "ledger_entries": LedgerEntry.objects.filter(generation=generation).order_by("created_at", "id"),
+        "ledger_entries": LedgerEntry.objects.filter(generation=generation).order_by(
+            "created_at", "id"
+        ),
         "can_run_again": generation.workflow.is_active,
     }
     return render(request, "generations/detail.html", context)

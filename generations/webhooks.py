@@ -53,15 +53,24 @@ def comfydeploy_webhook(request: HttpRequest, generation_id: uuid.UUID, token: s
     try:
         payload = json.loads(body)
         snapshot = parse_run_snapshot(payload)
-    except (ValueError, UnicodeDecodeError, ComfyDeployError):
+    except (ValueError, RecursionError, ComfyDeployError):
+        # ValueError covers UnicodeDecodeError; RecursionError is deeply nested JSON.
         return _answer(400, "bad_request", "The body is not a ComfyDeploy run update.")
 
-    if not generation.run_id:
+    if not generation.run_id and not generation.is_terminal:
         # The run was accepted upstream but its run_id is not stored yet (the queue call is
         # still returning). A 4xx makes ComfyDeploy retry, and the retry is re-fetched.
         return _answer(409, "not_ready", "This run is not registered yet; retry later.")
-    if snapshot.run_id != generation.run_id:
-        logger.warning("webhook run_id mismatch", extra={**generation.log_context, "body_run_id": snapshot.run_id[:64]})
+    # A terminal generation without a run_id is one whose queue call failed on our side after
+    # ComfyDeploy had created the run: generation_apply_snapshot adopts its run_id and records
+    # its outputs without moving credits.
+    if generation.run_id and snapshot.run_id.lower() != generation.run_id.lower():
+        logger.warning(
+            "webhook run_id mismatch",
+            extra={**generation.log_context, "body_run_id": snapshot.run_id[:64]},
+        )
         return _answer(400, "run_id_mismatch", "The run_id does not belong to this webhook.")
-    generation_apply_snapshot(generation_id=generation.id, snapshot=snapshot, source=GenerationEvent.Source.WEBHOOK)
+    generation_apply_snapshot(
+        generation_id=generation.id, snapshot=snapshot, source=GenerationEvent.Source.WEBHOOK
+    )
     return _answer(200)

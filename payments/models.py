@@ -32,11 +32,17 @@ class Purchase(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="purchases", verbose_name=_("user")
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="purchases",
+        verbose_name=_("user"),
     )
     # PROTECT: a package that was ever bought is deactivated, never deleted.
     package = models.ForeignKey(
-        "credits.CreditPackage", on_delete=models.PROTECT, related_name="purchases", verbose_name=_("package")
+        "credits.CreditPackage",
+        on_delete=models.PROTECT,
+        related_name="purchases",
+        verbose_name=_("package"),
     )
     package_name = models.CharField(_("package name"), max_length=100)
     credits = models.PositiveIntegerField(_("credits"))
@@ -44,7 +50,9 @@ class Purchase(models.Model):
     currency = models.CharField(_("currency"), max_length=3)
     # What we asked Stripe for, in the currency's smallest unit (cents): paid events must match it.
     amount_total = models.PositiveBigIntegerField(_("amount (smallest unit)"))
-    status = models.CharField(_("status"), max_length=32, choices=Status.choices, default=Status.PENDING)
+    status = models.CharField(
+        _("status"), max_length=32, choices=Status.choices, default=Status.PENDING
+    )
     error = models.CharField(_("error"), max_length=500, blank=True)
     stripe_session_id = models.CharField(_("Stripe Checkout Session"), max_length=255, blank=True)
     stripe_payment_intent_id = models.CharField(
@@ -131,7 +139,9 @@ class StripeEvent(models.Model):
 
     event_id = models.CharField(_("event id"), max_length=255, unique=True)
     type = models.CharField(_("type"), max_length=100)
-    outcome = models.CharField(_("outcome"), max_length=32, choices=Outcome.choices, default=Outcome.IGNORED)
+    outcome = models.CharField(
+        _("outcome"), max_length=32, choices=Outcome.choices, default=Outcome.IGNORED
+    )
     detail = models.CharField(_("detail"), max_length=500, blank=True)
     purchase = models.ForeignKey(
         Purchase,

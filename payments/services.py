@@ -133,11 +133,20 @@ def purchase_start(*, user: User, package: CreditPackage) -> tuple[Purchase, str
             extra={**extra, "stripe_status": getattr(exc, "http_status", None)},
         )
         session_id = url = None
+        unreachable = isinstance(exc, stripe.APIConnectionError) or (exc.http_status or 500) >= 500
+    else:
+        unreachable = True  # answered, but without a session: treat it as an outage
     if not isinstance(session_id, str) or not session_id or not isinstance(url, str) or not url:
-        message = _(
-            "We could not reach our payment provider. Nothing was charged; please try again in a "
-            "few minutes."
-        )
+        if unreachable:
+            message = _(
+                "We could not reach our payment provider. Nothing was charged; please try again "
+                "in a few minutes."
+            )
+        else:
+            message = _(
+                "Our payment provider did not accept this payment. Nothing was charged; please "
+                "write to our team so we can sort it out."
+            )
         purchase.status = Purchase.Status.FAILED
         purchase.error = message
         purchase.save(update_fields=["status", "error", "updated_at"])
@@ -235,13 +244,17 @@ def _checkout_session_apply(session: Mapping[str, Any], *, source: str) -> Appli
     if session.get("payment_status") != "paid":
         # A delayed method (bank debit…): checkout.session.async_payment_succeeded will follow.
         purchase.save()
-        return Applied(StripeEvent.Outcome.AWAITING_PAYMENT, purchase, detail="payment not settled yet")
+        return Applied(
+            StripeEvent.Outcome.AWAITING_PAYMENT, purchase, detail="payment not settled yet"
+        )
 
     problems = _session_mismatches(purchase, session)
     if problems:
         note = "; ".join(problems)
         logger.error(
-            "Stripe Checkout Session does not match the purchase, not credited: %s", note, extra=extra
+            "Stripe Checkout Session does not match the purchase, not credited: %s",
+            note,
+            extra=extra,
         )
         purchase.flag_for_review(
             f"{timezone.now():%Y-%m-%d %H:%M} session {session_id} not credited: {note}"
@@ -411,7 +424,9 @@ def _charge_refunded(charge: Mapping[str, Any]) -> Applied:
 
 _HANDLERS: dict[str, Callable[[Mapping[str, Any]], Applied]] = {
     CHECKOUT_COMPLETED: lambda obj: _checkout_session_apply(obj, source=CHECKOUT_COMPLETED),
-    ASYNC_PAYMENT_SUCCEEDED: lambda obj: _checkout_session_apply(obj, source=ASYNC_PAYMENT_SUCCEEDED),
+    ASYNC_PAYMENT_SUCCEEDED: lambda obj: _checkout_session_apply(
+        obj, source=ASYNC_PAYMENT_SUCCEEDED
+    ),
     ASYNC_PAYMENT_FAILED: lambda obj: _checkout_session_closed(
         obj,
         status=Purchase.Status.FAILED,

@@ -16,10 +16,27 @@ from django.conf import settings
 # Stripe amounts are integers in the currency's smallest unit; most currencies have cents,
 # these have none (https://docs.stripe.com/currencies#zero-decimal) ...
 ZERO_DECIMAL_CURRENCIES = frozenset(
-    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
+    [
+        "bif",
+        "clp",
+        "djf",
+        "gnf",
+        "jpy",
+        "kmf",
+        "krw",
+        "mga",
+        "pyg",
+        "rwf",
+        "ugx",
+        "vnd",
+        "vuv",
+        "xaf",
+        "xof",
+        "xpf",
+    ]
 )
 # ... and these have three decimals (Stripe requires the last digit to be 0).
-THREE_DECIMAL_CURRENCIES = frozenset("bhd jod kwd omr tnd".split())
+THREE_DECIMAL_CURRENCIES = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 
 # Creating a session is one quick call; never hold a request worker for long on it.
 TIMEOUT_SECONDS = 20
@@ -70,8 +87,9 @@ def checkout_session_create(
     currency: str,
     success_url: str,
     cancel_url: str,
-) -> stripe.checkout.Session:
-    """Create a one-time-payment Checkout Session. Raises ``stripe.StripeError`` on any failure.
+) -> dict[str, Any]:
+    """Create a one-time-payment Checkout Session, returned as plain data. Raises
+    ``stripe.StripeError`` on any failure.
 
     The purchase id is the idempotency key: a retried call can never open a second session.
     """
@@ -97,9 +115,10 @@ def checkout_session_create(
         "success_url": success_url,
         "cancel_url": cancel_url,
     }
-    return stripe_client().v1.checkout.sessions.create(
+    session = stripe_client().v1.checkout.sessions.create(
         params, {"idempotency_key": f"purchase-{purchase_id}"}
     )
+    return session.to_dict()
 
 
 def checkout_session_retrieve(session_id: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Shared personas and fixtures. alice owns things; bob must never see them."""
 
 import pytest
+from django.utils import translation
 from django.contrib.auth import get_user_model
 from django.test import Client
 
@@ -53,7 +54,9 @@ def bob_client(bob) -> Client:
     return client
 
 
-def make_workflow(slug: str = "text-to-image", cost: int = 2, deployment_id: str | None = None) -> Workflow:
+def make_workflow(
+    slug: str = "text-to-image", cost: int = 2, deployment_id: str | None = None
+) -> Workflow:
     from generations.simulator import SIMULATOR_DEPLOYMENT_ID
 
     workflow = Workflow.objects.create(
@@ -64,7 +67,11 @@ def make_workflow(slug: str = "text-to-image", cost: int = 2, deployment_id: str
         cost=cost,
     )
     WorkflowInput.objects.create(
-        workflow=workflow, input_id="prompt", label="Prompt", type=WorkflowInput.Type.LONG_TEXT, required=True
+        workflow=workflow,
+        input_id="prompt",
+        label="Prompt",
+        type=WorkflowInput.Type.LONG_TEXT,
+        required=True,
     )
     return workflow
 
@@ -72,3 +79,18 @@ def make_workflow(slug: str = "text-to-image", cost: int = 2, deployment_id: str
 @pytest.fixture
 def workflow(db) -> Workflow:
     return make_workflow()
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:
+    # The real hasher is deliberately slow; tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _english_outside_requests():
+    # Messages built outside a request (services, commands) use the active language; pin it so a
+    # test never depends on which language the previous test's request left activated. Requests
+    # still pick their language through LocaleMiddleware (default LANGUAGE_CODE = "es").
+    with translation.override("en"):
+        yield

@@ -1,7 +1,12 @@
 """`manage.py check_ledger` (contract): exit 0 when every balance equals the sum of its entries,
 exit 1 listing every user whose balance disagrees (e.g. after someone edited a balance by hand)."""
 
+import os
+import subprocess
+import sys
 from io import StringIO
+from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.core.management import call_command
@@ -11,6 +16,8 @@ from credits.models import CreditBalance
 from credits.services import credits_adjust, generation_charge, generation_refund
 from generations.models import Generation
 from workflows.models import Workflow
+
+BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -103,3 +110,34 @@ def test_it_exits_zero_again_once_the_balance_is_put_back(busy_ledger, alice) ->
 
     assert _check_ledger()[0] == 0
     assert CreditBalance.objects.get(user=alice).balance == 13
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the subprocess needs a shared database"
+)
+def test_it_sets_the_process_exit_status_for_scripts_and_cron(busy_ledger, alice) -> None:
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": (
+            f"postgres://{quote(db['USER'])}:{quote(db['PASSWORD'])}"
+            f"@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+        ),
+        "SECRET_KEY": "test-only-secret",
+    }
+
+    _corrupt_balance(alice, 7)
+
+    # One real process (Django start-up is slow); call_command covers the exit-0 case.
+    corrupted = subprocess.run(
+        [sys.executable, "manage.py", "check_ledger"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert corrupted.returncode == 1, corrupted.stderr
+    assert "alice@example.com: balance 20 != ledger sum 13" in corrupted.stderr

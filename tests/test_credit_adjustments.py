@@ -39,7 +39,23 @@ def test_it_refuses_a_zero_adjustment(alice, staff, amount: object) -> None:
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "amount",
-    ["1.5", "abc", "", "   ", "1e3", "10 credits", "0x10", "1_000", 1.5, 2.0, True, False, None, [5]],
+    [
+        "1.5",
+        "abc",
+        "",
+        "   ",
+        "1e3",
+        "10 credits",
+        "0x10",
+        "1_000",
+        "٣",  # a non-ASCII digit
+        1.5,
+        2.0,
+        True,
+        False,
+        None,
+        [5],
+    ],
 )
 def test_it_refuses_an_amount_that_is_not_a_whole_number(alice, staff, amount: object) -> None:
     _assert_refused(alice, amount=amount, reason="goodwill", actor=staff, mentions="whole number")
@@ -48,7 +64,9 @@ def test_it_refuses_an_amount_that_is_not_a_whole_number(alice, staff, amount: o
 @pytest.mark.django_db
 def test_it_refuses_to_take_the_balance_below_zero(alice, staff) -> None:
     _assert_refused(alice, amount=-6, reason="chargeback", actor=staff, mentions="negative balance")
-    _assert_refused(alice, amount="-6", reason="chargeback", actor=staff, mentions="alice@example.com")
+    _assert_refused(
+        alice, amount="-6", reason="chargeback", actor=staff, mentions="alice@example.com"
+    )
 
 
 @pytest.mark.django_db
@@ -60,7 +78,9 @@ def test_it_allows_taking_the_balance_to_exactly_zero(alice, staff) -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("amount", [1_000_001, -1_000_001, "1000001", "999999999999999", "9" * 40, 10**40])
+@pytest.mark.parametrize(
+    "amount", [1_000_001, -1_000_001, "1000001", "999999999999999", "9" * 40, 10**40]
+)
 def test_it_refuses_a_huge_adjustment(alice, staff, amount: object) -> None:
     _assert_refused(alice, amount=amount, reason="extra zeros", actor=staff, mentions="limited to")
 
@@ -105,11 +125,15 @@ def test_it_refuses_an_overlong_reason(alice, staff) -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("amount", "expected"), [(10, 10), ("10", 10), ("+7", 7), (" -3 ", -3), (-1, -1)])
+@pytest.mark.parametrize(
+    ("amount", "expected"), [(10, 10), ("10", 10), ("+7", 7), (" -3 ", -3), (-1, -1)]
+)
 def test_it_records_a_valid_adjustment_with_its_reason_and_actor(
     alice, staff, amount: object, expected: int
 ) -> None:
-    entry = credits_adjust(user=alice, amount=amount, reason="  goodwill for ticket 42 ", actor=staff)
+    entry = credits_adjust(
+        user=alice, amount=amount, reason="  goodwill for ticket 42 ", actor=staff
+    )
 
     assert entry.kind == LedgerEntry.Kind.ADMIN_ADJUSTMENT
     assert entry.amount == expected

@@ -34,7 +34,9 @@ def _charged_generation(user, cost: int = 2) -> Generation:
 
 
 def _refunds(generation: Generation):
-    return LedgerEntry.objects.filter(generation=generation, kind=LedgerEntry.Kind.GENERATION_REFUND)
+    return LedgerEntry.objects.filter(
+        generation=generation, kind=LedgerEntry.Kind.GENERATION_REFUND
+    )
 
 
 def _balance(user) -> int:

@@ -15,8 +15,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_lazy, ngettext
 
 from credits.services import CreditError
 from generations.models import Generation, Status
@@ -31,10 +30,25 @@ TEST_PROMPT = "Admin test run: a lighthouse on a cliff at sunset"
 T = WorkflowInput.Type
 
 
+INPUT_FIELDS = (
+    "position",
+    "input_id",
+    "label",
+    "type",
+    "required",
+    "default",
+    "help_text",
+    "max_length",
+    "min_value",
+    "max_value",
+    "choices",
+)
+
+
 class WorkflowInputForm(forms.ModelForm):
     class Meta:
         model = WorkflowInput
-        fields = "__all__"
+        fields = INPUT_FIELDS
         widgets = {"choices": forms.Textarea(attrs={"rows": 2, "cols": 24})}
 
     def clean(self) -> dict:
@@ -43,7 +57,9 @@ class WorkflowInputForm(forms.ModelForm):
         if low is not None and high is not None and low > high:
             self.add_error("max_value", _("The maximum must not be below the minimum."))
         if data.get("type") == T.CHOICE:
-            options = [line.strip() for line in (data.get("choices") or "").splitlines() if line.strip()]
+            options = [
+                line.strip() for line in (data.get("choices") or "").splitlines() if line.strip()
+            ]
             if not options:
                 self.add_error("choices", _("A choice needs at least one option, one per line."))
             elif data.get("default") and data["default"] not in options:
@@ -56,23 +72,16 @@ class WorkflowInputInline(admin.TabularInline):
     form = WorkflowInputForm
     extra = 0
     ordering = ("position", "id")
-    fields = (
-        "position",
-        "input_id",
-        "label",
-        "type",
-        "required",
-        "default",
-        "help_text",
-        "max_length",
-        "min_value",
-        "max_value",
-        "choices",
-    )
+    fields = INPUT_FIELDS
 
 
 def _count(model: type[models.Model]) -> Subquery:
-    rows = model.objects.filter(workflow=OuterRef("pk")).order_by().values("workflow").annotate(n=Count("pk"))
+    rows = (
+        model.objects.filter(workflow=OuterRef("pk"))
+        .order_by()
+        .values("workflow")
+        .annotate(n=Count("pk"))
+    )
     return Coalesce(Subquery(rows.values("n"), output_field=IntegerField()), Value(0))
 
 
@@ -137,7 +146,9 @@ class WorkflowAdmin(admin.ModelAdmin):
     # --- Actions ---------------------------------------------------------------------------------
 
     @admin.action(
-        description=gettext_lazy("Sync inputs from ComfyDeploy"), permissions=["change"], location=BOTH
+        description=gettext_lazy("Sync inputs from ComfyDeploy"),
+        permissions=["change"],
+        location=BOTH,
     )
     def sync_inputs(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
         for workflow in queryset:
@@ -171,7 +182,9 @@ class WorkflowAdmin(admin.ModelAdmin):
     def test_run(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
         workflows = list(queryset[:2])
         if len(workflows) != 1:
-            self.message_user(request, _("Select exactly one workflow to test-run."), level=messages.ERROR)
+            self.message_user(
+                request, _("Select exactly one workflow to test-run."), level=messages.ERROR
+            )
             return
         workflow = workflows[0]
         try:
@@ -179,10 +192,14 @@ class WorkflowAdmin(admin.ModelAdmin):
                 user=request.user, workflow=workflow, inputs=_test_inputs(workflow), json=True
             )
         except InputsInvalid as exc:
-            problems = format_html_join("; ", "{}: {}", ((k, " ".join(v)) for k, v in exc.errors.items()))
+            problems = format_html_join(
+                "; ", "{}: {}", ((k, " ".join(v)) for k, v in exc.errors.items())
+            )
             self.message_user(
                 request,
-                format_html("{} {}", _("The test run was not started: its inputs need values."), problems),
+                format_html(
+                    "{} {}", _("The test run was not started: its inputs need values."), problems
+                ),
                 level=messages.ERROR,
             )
             return
@@ -197,7 +214,13 @@ class WorkflowAdmin(admin.ModelAdmin):
         if generation.status == Status.FAILED:
             self.message_user(
                 request,
-                format_html('{} {} <a href="{}">{}</a>', _("The test run failed:"), generation.error, url, _("See the run.")),
+                format_html(
+                    '{} {} <a href="{}">{}</a>',
+                    _("The test run failed:"),
+                    generation.error,
+                    url,
+                    _("See the run."),
+                ),
                 level=messages.WARNING,
             )
             return
@@ -219,8 +242,12 @@ class WorkflowAdmin(admin.ModelAdmin):
     @admin.action(
         description=gettext_lazy("Delete selected %(verbose_name_plural)s"), permissions=["delete"]
     )
-    def delete_selected(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> HttpResponse | None:
-        used = list(queryset.filter(generations__isnull=False).distinct().values_list("name", flat=True))
+    def delete_selected(
+        self, request: HttpRequest, queryset: QuerySet[Workflow]
+    ) -> HttpResponse | None:
+        used = list(
+            queryset.filter(generations__isnull=False).distinct().values_list("name", flat=True)
+        )
         if used:
             self.message_user(request, self._used_message(used), level=messages.ERROR)
             return None
@@ -242,7 +269,11 @@ class WorkflowAdmin(admin.ModelAdmin):
         self, request: HttpRequest, object_id: str, extra_context: dict | None = None
     ) -> HttpResponse:
         obj = self.get_object(request, unquote(object_id))
-        if obj is not None and self.has_delete_permission(request, obj) and obj.generations.exists():
+        if (
+            obj is not None
+            and self.has_delete_permission(request, obj)
+            and obj.generations.exists()
+        ):
             self.message_user(request, self._used_message([obj.name]), level=messages.ERROR)
             return HttpResponseRedirect(reverse("admin:workflows_workflow_change", args=[obj.pk]))
         return super().delete_view(request, object_id, extra_context)

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
 
 from workflows.models import Workflow, WorkflowInput
@@ -38,6 +39,18 @@ def typed_default(field: WorkflowInput) -> Any:
     return field.default
 
 
+def _encodable(value: str) -> None:
+    # JSON bodies can carry lone surrogates ("\ud800"), which neither PostgreSQL nor ComfyDeploy
+    # accept; refused here they are a 400 instead of a database error after the charge.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            _("This text contains invalid characters; remove them and try again."),
+            code="invalid_characters",
+        ) from None
+
+
 def _form_field(field: WorkflowInput) -> forms.Field:
     common = {
         "label": field.label,
@@ -49,7 +62,10 @@ def _form_field(field: WorkflowInput) -> forms.Field:
     match field.type:
         case T.LONG_TEXT:
             return forms.CharField(
-                max_length=field.effective_max_length, widget=forms.Textarea(attrs={"rows": 4}), **common
+                max_length=field.effective_max_length,
+                widget=forms.Textarea(attrs={"rows": 4}),
+                validators=[_encodable],
+                **common,
             )
         case T.INTEGER:
             return forms.IntegerField(
@@ -70,9 +86,13 @@ def _form_field(field: WorkflowInput) -> forms.Field:
                 choices = [("", "—"), *choices]
             return forms.ChoiceField(choices=choices, **common)
         case T.IMAGE_URL:
-            return forms.URLField(max_length=2000, assume_scheme="https", **common)
+            return forms.URLField(
+                max_length=2000, assume_scheme="https", validators=[_encodable], **common
+            )
         case _:
-            return forms.CharField(max_length=field.effective_max_length, **common)
+            return forms.CharField(
+                max_length=field.effective_max_length, validators=[_encodable], **common
+            )
 
 
 def inputs_form_class(fields: Iterable[WorkflowInput]) -> type[forms.Form]:
@@ -81,7 +101,9 @@ def inputs_form_class(fields: Iterable[WorkflowInput]) -> type[forms.Form]:
     return type("WorkflowInputsForm", (forms.Form,), attrs)
 
 
-def inputs_form(workflow: Workflow, data: Mapping | None = None, initial: Mapping | None = None) -> forms.Form:
+def inputs_form(
+    workflow: Workflow, data: Mapping | None = None, initial: Mapping | None = None
+) -> forms.Form:
     return inputs_form_class(workflow.inputs.all())(data=data, initial=initial)
 
 

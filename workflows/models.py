@@ -41,7 +41,9 @@ class Workflow(models.Model):
         verbose_name = _("workflow")
         verbose_name_plural = _("workflows")
         ordering = ["position", "name"]
-        constraints = [models.CheckConstraint(condition=Q(cost__gte=1), name="workflow_cost_positive")]
+        constraints = [
+            models.CheckConstraint(condition=Q(cost__gte=1), name="workflow_cost_positive")
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -73,7 +75,9 @@ class WorkflowInput(models.Model):
     )
     min_value = models.FloatField(_("minimum"), null=True, blank=True)
     max_value = models.FloatField(_("maximum"), null=True, blank=True)
-    choices = models.TextField(_("choices"), blank=True, help_text=_("For a choice: one option per line."))
+    choices = models.TextField(
+        _("choices"), blank=True, help_text=_("For a choice: one option per line.")
+    )
     position = models.PositiveIntegerField(_("position"), default=0)
 
     class Meta:
@@ -81,7 +85,9 @@ class WorkflowInput(models.Model):
         verbose_name_plural = _("inputs")
         ordering = ["position", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["workflow", "input_id"], name="workflow_input_unique_id"),
+            models.UniqueConstraint(
+                fields=["workflow", "input_id"], name="workflow_input_unique_id"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -69,30 +69,39 @@ def workflow_inputs_sync(*, workflow: Workflow) -> list[WorkflowInput]:
         specs = get_client().get_deployment_inputs(workflow.deployment_id)
     except ComfyDeployError as exc:
         raise WorkflowSyncError(
-            _("Could not read the deployment's inputs from ComfyDeploy: %(reason)s") % {"reason": exc.message}
+            _("Could not read the deployment's inputs from ComfyDeploy: %(reason)s")
+            % {"reason": exc.message}
         ) from exc
     if not specs:
         # An empty answer is far likelier a wrong deployment id than a workflow with no inputs;
         # wiping the form on it would break the workflow for every user.
         raise WorkflowSyncError(
-            _("ComfyDeploy reports no inputs for deployment %(id)s; nothing was changed. Check the deployment id.")
+            _(
+                "ComfyDeploy reports no inputs for deployment %(id)s; nothing was changed. Check the deployment id."
+            )
             % {"id": workflow.deployment_id}
         )
     seen: set[str] = set()
     for spec in specs:
         if not _SLUG.match(spec.input_id) or len(spec.input_id) > 100:
             raise WorkflowSyncError(
-                _("The input id %(id)r cannot be used (letters, digits, - and _ only); nothing was changed.")
+                _(
+                    "The input id %(id)r cannot be used (letters, digits, - and _ only); nothing was changed."
+                )
                 % {"id": spec.input_id}
             )
         if spec.input_id in seen:
             raise WorkflowSyncError(
-                _("ComfyDeploy lists the input %(id)r twice; nothing was changed.") % {"id": spec.input_id}
+                _("ComfyDeploy lists the input %(id)r twice; nothing was changed.")
+                % {"id": spec.input_id}
             )
         seen.add(spec.input_id)
 
     with transaction.atomic():
-        existing = {f.input_id: f for f in WorkflowInput.objects.select_for_update().filter(workflow=workflow)}
+        existing = {
+            f.input_id: f
+            for f in WorkflowInput.objects.select_for_update().filter(workflow=workflow)
+        }
         result: list[WorkflowInput] = []
         for position, spec in enumerate(specs):
             field = existing.pop(spec.input_id, None)

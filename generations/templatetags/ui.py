@@ -15,7 +15,14 @@ from django.utils.translation import get_language, gettext, ngettext
 register = template.Library()
 
 # How each currency is written; anything else falls back to its ISO code.
-_CURRENCY_SYMBOLS = {"USD": "US$", "EUR": "€", "MXN": "MX$", "GBP": "£", "ARS": "AR$", "COP": "COL$"}
+_CURRENCY_SYMBOLS = {
+    "USD": "US$",
+    "EUR": "€",
+    "MXN": "MX$",
+    "GBP": "£",
+    "ARS": "AR$",
+    "COP": "COL$",
+}
 # Languages that write the symbol after the number ("99,00 US$").
 _SYMBOL_AFTER = {"es", "fr", "de", "it", "pt"}
 
@@ -57,7 +64,7 @@ def percent(fraction: object) -> int:
 
 @register.filter
 def signed(value: object) -> str:
-    """A credit amount with its sign, so the ledger reads +5 / −2 at a glance."""
+    """A credit amount with its sign, so the ledger reads +5 or -2 at a glance (a real minus sign)."""
     number = as_int(value)
     return f"+{number}" if number > 0 else f"\N{MINUS SIGN}{abs(number)}"
 
@@ -107,7 +114,7 @@ def duration(start: datetime | None, end: datetime | None) -> str:
 
 @register.simple_tag
 def credits_label(amount: object) -> SafeString:
-    """"1 credit" / "5 credits", translated."""
+    """The translated "1 credit" / "5 credits"."""
     number = as_int(amount)
     text = ngettext("%(count)s credit", "%(count)s credits", number) % {"count": number}
     return format_html("{}", text)

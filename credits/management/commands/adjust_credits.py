@@ -5,7 +5,9 @@ from credits.services import CreditError, credits_adjust
 
 
 class Command(BaseCommand):
-    help = "Add (positive) or remove (negative) credits for a user, with a reason, through the ledger."
+    help = (
+        "Add (positive) or remove (negative) credits for a user, with a reason, through the ledger."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("email")
@@ -14,7 +16,15 @@ class Command(BaseCommand):
         parser.add_argument("--reason", required=True, help="Recorded in the ledger.")
         parser.add_argument("--actor", help="Email of the staff member responsible (optional).")
 
-    def handle(self, *args: object, email: str, amount: str, reason: str, actor: str | None, **options: object) -> None:
+    def handle(
+        self,
+        *args: object,
+        email: str,
+        amount: str,
+        reason: str,
+        actor: str | None,
+        **options: object,
+    ) -> None:
         User = get_user_model()
         try:
             user = User.objects.get(email__iexact=email)
@@ -30,5 +40,7 @@ class Command(BaseCommand):
         except CreditError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(
-            self.style.SUCCESS(f"{user.email}: {entry.amount:+d} credits, balance now {entry.balance_after}")
+            self.style.SUCCESS(
+                f"{user.email}: {entry.amount:+d} credits, balance now {entry.balance_after}"
+            )
         )

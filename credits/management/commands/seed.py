@@ -26,7 +26,12 @@ class Command(BaseCommand):
             for name, credits, price, position in PACKAGES:
                 _, created = CreditPackage.objects.get_or_create(
                     name=name,
-                    defaults={"credits": credits, "price": price, "currency": "USD", "position": position},
+                    defaults={
+                        "credits": credits,
+                        "price": price,
+                        "currency": "USD",
+                        "position": position,
+                    },
                 )
                 self._say(created, f"package {name}")
             workflow, created = Workflow.objects.get_or_create(
