@@ -103,30 +103,42 @@ def signup_bonus_grant(*, user: User) -> LedgerEntry | None:
         )
 
 
+def _ensure_affordable(*, balance: CreditBalance, generation: Generation) -> None:
+    if balance.balance < generation.cost:
+        raise InsufficientCredits(
+            _("This generation costs %(cost)d credits and your balance is %(balance)d.")
+            % {"cost": generation.cost, "balance": balance.balance}
+        )
+
+
 def generation_charge(
     *, generation: Generation, balance: CreditBalance | None = None
 ) -> LedgerEntry:
     """Take the generation's cost from its owner. Raises InsufficientCredits when short.
 
-    ``balance`` may be the row the caller already locked in this transaction (saves a query).
-    No savepoint (two round trips on the generate hot path): the refusal is raised before any
-    write, and an error rolls back the caller's whole transaction, which is what it wants.
+    ``balance`` may be the row the caller already locked in this transaction: then the charge
+    skips the lock query and the savepoint (two round trips on the generate hot path). The
+    refusal is raised before entering any atomic block, so a caller that catches it keeps a
+    usable transaction either way.
     """
-    with transaction.atomic(savepoint=False):
-        if balance is None:
-            balance = balance_lock(user_id=generation.user_id)
-        if balance.balance < generation.cost:
-            raise InsufficientCredits(
-                _("This generation costs %(cost)d credits and your balance is %(balance)d.")
-                % {"cost": generation.cost, "balance": balance.balance}
-            )
-        return _record(
-            balance=balance,
-            amount=-generation.cost,
-            kind=LedgerEntry.Kind.GENERATION_CHARGE,
-            reason=_("Generation with %(workflow)s") % {"workflow": generation.workflow.name},
-            generation=generation,
-        )
+    if balance is not None:
+        _ensure_affordable(balance=balance, generation=generation)
+        with transaction.atomic(savepoint=False):
+            return _charge(balance=balance, generation=generation)
+    with transaction.atomic():
+        balance = balance_lock(user_id=generation.user_id)
+        _ensure_affordable(balance=balance, generation=generation)
+        return _charge(balance=balance, generation=generation)
+
+
+def _charge(*, balance: CreditBalance, generation: Generation) -> LedgerEntry:
+    return _record(
+        balance=balance,
+        amount=-generation.cost,
+        kind=LedgerEntry.Kind.GENERATION_CHARGE,
+        reason=_("Generation with %(workflow)s") % {"workflow": generation.workflow.name},
+        generation=generation,
+    )
 
 
 def generation_refund(*, generation: Generation, reason: str = "") -> LedgerEntry | None:

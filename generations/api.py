@@ -196,7 +196,7 @@ def _generation_out(generation: Generation) -> dict[str, Any]:
         "cost": generation.cost,
         "inputs": generation.inputs,
         "outputs": outputs_for_api(generation.outputs),  # our stored copies once persisted
-        "error": generation.error,
+        "error": generation.error_text,
         "progress": generation.progress,
         "live_status": generation.live_status,
         "created_at": generation.created_at,
@@ -341,7 +341,7 @@ def _start_generation(request: HttpRequest, payload: GenerationIn) -> tuple[int,
     if generation.status == Status.FAILED:
         return 502, {
             "error": "upstream_error",
-            "detail": generation.error,
+            "detail": generation.error_text,
             "generation": _generation_out(generation),
         }
     return 201, _generation_out(generation)

@@ -3,7 +3,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext, gettext_lazy as _
 
 
 class Status(models.TextChoices):
@@ -57,7 +57,9 @@ class Generation(models.Model):
     inputs = models.JSONField(_("inputs"), default=dict)
     # [{"url": ..., "type": "image", "output_id": ...}]
     outputs = models.JSONField(_("outputs"), default=list, blank=True)
+    # ``error`` is an English msgid (translated when shown); ``error_detail`` the technical reason.
     error = models.TextField(_("error"), blank=True)
+    error_detail = models.CharField(_("error detail"), max_length=500, blank=True)
     progress = models.FloatField(_("progress"), default=0.0)
     live_status = models.CharField(_("live status"), max_length=255, blank=True)
     run_id = models.CharField(_("run id"), max_length=64, blank=True)
@@ -96,6 +98,17 @@ class Generation(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def error_display(self) -> str:
+        """The error in the reader's language: services store English msgids (a webhook or the
+        watchdog has no reader to translate for), translated here when shown."""
+        return gettext(self.error) if self.error else ""
+
+    @property
+    def error_text(self) -> str:
+        """The full English error for the API and logs."""
+        return f"{self.error} ({self.error_detail})" if self.error_detail else self.error
 
     @property
     def is_refunded_status(self) -> bool:

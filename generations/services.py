@@ -22,6 +22,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from credits.services import balance_lock, generation_charge, generation_refund
 from generations.comfydeploy import ComfyDeployError, RunSnapshot, get_client
@@ -139,10 +140,11 @@ def _generation_queue(*, generation: Generation, workflow: Workflow) -> Generati
         return _generation_finish(
             generation_id=generation.id,
             status=Status.FAILED,
-            error=_(
-                "The image service could not start this run (%(reason)s). Your credits were refunded."
-            )
-            % {"reason": exc.message},
+            error=gettext_noop(
+                "The image service could not start this run. Your credits were refunded; "
+                "please try again in a minute."
+            ),
+            error_detail=exc.message,
             source=Source.APP,
         )
     now = timezone.now()
@@ -155,6 +157,7 @@ def _generation_queue(*, generation: Generation, workflow: Workflow) -> Generati
         current = generation
         current.run_id, current.status = run_id, Status.QUEUED
         current.queued_at = current.last_synced_at = current.updated_at = now
+        _record_event(current, source=Source.APP, upstream_status="not-started")
     else:
         # Ended meanwhile (the watchdog): keep its status, but remember the run id.
         with transaction.atomic():
@@ -193,23 +196,28 @@ def _generation_finish(
     source: str,
     upstream_status: str = "",
     note: str = "",
+    error_detail: str = "",
 ) -> Generation:
     """Move a generation to a terminal status and refund it if that status refunds, in one
     transaction. A generation already terminal is returned untouched. ``note`` is appended to
-    the status event's detail (e.g. who cancelled)."""
+    the status event's detail (e.g. who cancelled); ``error_detail`` is the technical reason
+    shown beside the error (e.g. ComfyDeploy's answer)."""
     with transaction.atomic():
         generation = Generation.objects.select_for_update().get(pk=generation_id)
         if generation.is_terminal:
             return generation
         generation.status = status
         generation.error = error
+        generation.error_detail = error_detail[:500]
         generation.finished_at = timezone.now()
-        generation.save(update_fields=["status", "error", "finished_at", "updated_at"])
+        generation.save(
+            update_fields=["status", "error", "error_detail", "finished_at", "updated_at"]
+        )
         _record_event(
             generation,
             source=source,
             upstream_status=upstream_status,
-            detail=f"{error} {note}".strip(),
+            detail=" ".join(part for part in (error, error_detail, note) if part),
         )
         if status in REFUNDED_STATUSES:
             generation_refund(generation=generation)
@@ -219,9 +227,13 @@ def _generation_finish(
 
 def _failure_message(status: str) -> str:
     return {
-        Status.FAILED: _("The workflow failed on ComfyDeploy. Your credits were refunded."),
-        Status.CANCELLED: _("The run was cancelled. Your credits were refunded."),
-        Status.TIMED_OUT: _("The run took too long and was stopped. Your credits were refunded."),
+        Status.FAILED: gettext_noop(
+            "The workflow failed on ComfyDeploy. Your credits were refunded."
+        ),
+        Status.CANCELLED: gettext_noop("The run was cancelled. Your credits were refunded."),
+        Status.TIMED_OUT: gettext_noop(
+            "The run took too long and was stopped. Your credits were refunded."
+        ),
     }.get(status, "")
 
 
@@ -389,7 +401,7 @@ def generation_cancel(
     return _generation_finish(
         generation_id=generation.id,
         status=Status.CANCELLED,
-        error=_("The run was cancelled. Your credits were refunded."),
+        error=gettext_noop("The run was cancelled. Your credits were refunded."),
         source=source,
         upstream_status="cancelled",
         note=f"(by {actor.email})" if actor is not None else "",
@@ -427,7 +439,7 @@ def generations_reconcile(*, now: datetime | None = None) -> ReconcileReport:
         done = _generation_finish(
             generation_id=generation.id,
             status=Status.FAILED,
-            error=_("The run could not be started. Your credits were refunded."),
+            error=gettext_noop("The run could not be started. Your credits were refunded."),
             source=Source.WATCHDOG,
         )
         report.failed_unqueued += done.status == Status.FAILED
@@ -439,7 +451,9 @@ def generations_reconcile(*, now: datetime | None = None) -> ReconcileReport:
         done = _generation_finish(
             generation_id=generation.id,
             status=Status.TIMED_OUT,
-            error=_("The run took too long and was stopped. Your credits were refunded."),
+            error=gettext_noop(
+                "The run took too long and was stopped. Your credits were refunded."
+            ),
             source=Source.WATCHDOG,
         )
         if done.status == Status.TIMED_OUT:

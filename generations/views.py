@@ -186,7 +186,8 @@ def generation_create(request: HttpRequest, slug: str) -> HttpResponse:
         if generation.is_refunded_status:
             messages.error(
                 request,
-                generation.error or _("The run could not start. Your credits were refunded."),
+                generation.error_display
+                or _("The run could not start. Your credits were refunded."),
             )
         else:
             messages.success(

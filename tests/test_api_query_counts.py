@@ -30,9 +30,9 @@ def test_it_starts_a_generation_in_a_fixed_number_of_queries(
 ) -> None:
     credits_adjust(user=alice, amount=100, reason="test", actor=None)
     # session + user, workflow + its inputs, [savepoint, lock balance, count active, insert
-    # generation, [savepoint, update balance, insert ledger entry, release], release], then one
-    # UPDATE storing the run id.
-    with django_assert_max_num_queries(12):
+    # generation, update balance, insert ledger entry, release], then one UPDATE storing the run
+    # id and one INSERT of the "queued" status event.
+    with django_assert_max_num_queries(13):
         response = start(alice_client, "a red fox [sim:stuck]")
     assert response.status_code == 201
 
@@ -41,7 +41,7 @@ def test_it_starts_a_generation_in_a_fixed_number_of_queries(
         WorkflowInput.objects.create(
             workflow=workflow, input_id=f"extra{n}", label=f"Extra {n}", position=10 + n
         )
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(13):
         assert start(alice_client, "a red fox [sim:stuck]").status_code == 201
 
 

@@ -88,12 +88,32 @@ def test_it_keeps_signed_in_non_staff_out_of_the_admin(bob_client) -> None:
 # --- Across processes --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def shared_cache(transactional_db):
-    """The database cache holds committed rate-limit counters here: clean them up afterwards so
-    no other test inherits a throttled address."""
+REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+
+
+def _redis_or_skip():
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    return client
+
+
+@pytest.fixture(params=["database", "redis"])
+def shared_cache(request, transactional_db) -> dict[str, str]:
+    """The cache the server processes share: the database (default) or Redis (``REDIS_URL``).
+    Committed counters are cleaned up afterwards so no other test inherits a throttled address."""
+    if request.param == "redis":
+        client = _redis_or_skip()
+        client.flushdb()
+        yield {"REDIS_URL": REDIS_TEST_URL}
+        client.flushdb()
+        return
     cache.clear()
-    yield
+    yield {}
     cache.clear()
 
 
@@ -105,13 +125,16 @@ def _csrf(client: httpx.Client, url: str) -> str:
     return match.group(1)
 
 
-def test_it_throttles_logins_across_two_gunicorn_workers(shared_cache) -> None:
+def test_it_throttles_logins_across_two_gunicorn_workers(shared_cache: dict[str, str]) -> None:
     make_user("alice@example.com")
     # The proxy's client-address header (nginx's X-Real-IP), as configured in production; an
     # address of its own keeps this test's counters apart from every other test's.
     address = "203.0.113.77"
     with gunicorn(
-        WEB_CONCURRENCY="2", GUNICORN_THREADS="2", TRUSTED_CLIENT_IP_HEADER="X-Real-IP"
+        WEB_CONCURRENCY="2",
+        GUNICORN_THREADS="2",
+        TRUSTED_CLIENT_IP_HEADER="X-Real-IP",
+        **shared_cache,
     ) as server:
         statuses: list[int] = []
         request_ids: list[str] = []

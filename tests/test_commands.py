@@ -196,6 +196,8 @@ def _manage(*args: str) -> subprocess.CompletedProcess:
         ),
         "SECRET_KEY": "test-only-secret",
         "LOG_LEVEL": "warning",
+        # Commands speak the default UI language (es); these assertions read the English text.
+        "LANGUAGE_CODE": "en",
     }
     return subprocess.run(
         [sys.executable, "manage.py", *args],
