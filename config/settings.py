@@ -365,6 +365,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "httpx": {"level": "WARNING"},
+        # Scanners hitting unknown Host headers are not errors worth a traceback each.
+        "django.security.DisallowedHost": {"level": "CRITICAL"},
         "httpcore": {"level": "WARNING"},
         "stripe": {"level": "WARNING"},  # the library logs every API call at INFO
     },

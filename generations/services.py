@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
+from config.logging import log_context
 from credits.services import balance_lock, generation_charge, generation_refund
 from generations.comfydeploy import ComfyDeployError, RunSnapshot, get_client
 from generations.models import (
@@ -130,11 +131,12 @@ def generation_start(
 
 def _generation_queue(*, generation: Generation, workflow: Workflow) -> Generation:
     try:
-        run_id = get_client().queue_run(
-            deployment_id=workflow.deployment_id,
-            inputs=generation.inputs,
-            webhook_url=webhook_url_for(generation),
-        )
+        with log_context(**generation.log_context):
+            run_id = get_client().queue_run(
+                deployment_id=workflow.deployment_id,
+                inputs=generation.inputs,
+                webhook_url=webhook_url_for(generation),
+            )
     except ComfyDeployError as exc:
         logger.warning("queue failed: %s", exc.message, extra=generation.log_context)
         return _generation_finish(
@@ -352,7 +354,8 @@ def generation_apply_snapshot(
 
 def _fetch_and_apply(generation: Generation, *, source: str) -> Generation:
     try:
-        snapshot = get_client().get_run(generation.run_id)
+        with log_context(**generation.log_context):
+            snapshot = get_client().get_run(generation.run_id)
     except ComfyDeployError as exc:
         logger.warning("re-check failed: %s", exc.message, extra=generation.log_context)
         return generation
@@ -384,7 +387,8 @@ def _cancel_upstream(generation: Generation) -> None:
     if not generation.run_id:
         return
     try:
-        get_client().cancel_run(generation.run_id)
+        with log_context(**generation.log_context):
+            get_client().cancel_run(generation.run_id)
     except ComfyDeployError as exc:
         # Best effort: locally the run is over and refunded; a late webhook is ignored.
         logger.warning("upstream cancel failed: %s", exc.message, extra=generation.log_context)

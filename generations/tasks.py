@@ -1,6 +1,5 @@
 """Background tasks (django.tasks, run by `manage.py db_worker`)."""
 
-import logging
 from datetime import timedelta
 
 from django.conf import settings
@@ -8,9 +7,8 @@ from django.tasks import task
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
+from generations.idempotency import idempotency_records_prune
 from generations.services import generations_reconcile
-
-logger = logging.getLogger("generations.watchdog")
 
 
 def _watchdog_scheduled() -> bool:
@@ -28,9 +26,11 @@ def watchdog_schedule() -> bool:
 
 @task()
 def watchdog() -> str:
-    """One reconcile pass, then schedule the next: a periodic task without a separate scheduler."""
+    """One reconcile pass (and expired Idempotency-Keys dropped), then schedule the next: a
+    periodic task without a separate scheduler."""
     try:
         report = generations_reconcile()
+        idempotency_records_prune()
     finally:
         watchdog_schedule()
     return str(report)

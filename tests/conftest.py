@@ -1,9 +1,9 @@
 """Shared personas and fixtures. alice owns things; bob must never see them."""
 
 import pytest
-from django.utils import translation
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import translation
 
 from credits.models import CreditBalance
 from workflows.models import Workflow, WorkflowInput

@@ -17,11 +17,7 @@ pytest_plugins = ["tests.simulator_fixtures"]
 # The pipeline's loggers; the simulator is the fake upstream, not part of the app.
 PIPELINE = ("generations",)
 # The ComfyDeploy client's own lines get the generation from config.logging.log_context, which
-# generations/services.py must set around each client call (see the report of issue 6).
-NEEDS_LOG_CONTEXT = pytest.mark.xfail(
-    strict=True,
-    reason="generations/services.py does not yet wrap get_client() calls in log_context(**generation.log_context)",
-)
+# generations/services.py sets around each client call.
 NOT_PIPELINE = ("generations.simulator",)
 
 
@@ -53,7 +49,6 @@ def _assert_every_line_names_its_run(
     assert any(record.run_id == generation.run_id for record in records)
 
 
-@NEEDS_LOG_CONTEXT
 @pytest.mark.django_db(transaction=True)
 def test_it_names_the_generation_and_run_on_every_pipeline_line(
     alice, workflow, app_simulator, live_server, settings, caplog
@@ -72,7 +67,6 @@ def test_it_names_the_generation_and_run_on_every_pipeline_line(
     _assert_every_line_names_its_run(_pipeline_records(caplog), generation)
 
 
-@NEEDS_LOG_CONTEXT
 @pytest.mark.django_db
 def test_it_names_the_generation_and_run_when_a_queue_call_fails(
     alice, workflow, app_simulator, caplog
@@ -90,7 +84,6 @@ def test_it_names_the_generation_and_run_when_a_queue_call_fails(
         assert getattr(record, "run_id", None) == "", record.getMessage()  # upstream gave none
 
 
-@NEEDS_LOG_CONTEXT
 @pytest.mark.django_db
 def test_it_names_the_generation_and_run_when_a_recheck_fails(
     alice, workflow, app_simulator, caplog
