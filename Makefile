@@ -20,7 +20,7 @@ install:
 # Migrate, seed, then run the simulator (when COMFY_DEPLOY_API_KEY is empty), the background
 # worker (watchdog, output downloads) and the development server; Ctrl-C stops them all.
 run: install
-	@export DEBUG=$${DEBUG:-true}; set -e; \
+	@export DEBUG=$${DEBUG:-true} APP_URL=$${APP_URL:-http://localhost:$(PORT)}; set -e; \
 	$(RUN) python manage.py migrate --noinput; \
 	$(RUN) python manage.py seed; \
 	$(RUN) python manage.py reconcile_generations --schedule; \

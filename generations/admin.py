@@ -109,6 +109,7 @@ class GenerationAdmin(admin.ModelAdmin):
                     "credits",
                     "run_id",
                     "error",
+                    "error_detail",
                 )
             },
         ),
@@ -129,26 +130,8 @@ class GenerationAdmin(admin.ModelAdmin):
             },
         ),
     )
-    readonly_fields = (
-        "id",
-        "user_link",
-        "workflow",
-        "status",
-        "cost",
-        "credits",
-        "run_id",
-        "error",
-        "inputs_pretty",
-        "outputs_gallery",
-        "progress",
-        "live_status",
-        "created_at",
-        "queued_at",
-        "started_at",
-        "finished_at",
-        "last_synced_at",
-        "updated_at",
-    )
+    # Everything shown is read-only: exactly the fields of the fieldsets above.
+    readonly_fields = tuple(field for _, options in fieldsets for field in options["fields"])
 
     # A run changes only through the generation services: view-only for everyone.
     def has_add_permission(self, request: HttpRequest) -> bool:
