@@ -19,8 +19,11 @@ install:
 
 # Migrate, seed, then run the simulator (when COMFY_DEPLOY_API_KEY is empty), the background
 # worker (watchdog, output downloads) and the development server; Ctrl-C stops them all.
+# One SECRET_KEY for all of them (settings would pick a random one per process), so webhook
+# tokens and sessions stay valid across the processes and the server's auto-reloads.
 run: install
 	@export DEBUG=$${DEBUG:-true} APP_URL=$${APP_URL:-http://localhost:$(PORT)}; set -e; \
+	export SECRET_KEY=$${SECRET_KEY:-$$(openssl rand -base64 48 2>/dev/null || date +%s%N | sha256sum)}; \
 	$(RUN) python manage.py migrate --noinput; \
 	$(RUN) python manage.py seed; \
 	$(RUN) python manage.py reconcile_generations --schedule; \

@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--webhook-generations",
         type=int,
-        default=20000,
+        default=10000,
         help="queued generations prepared for the webhook phase (2 deliveries each)",
     )
     parser.add_argument("--pgbench-clients", type=int, default=0, help="default: workers x threads")
@@ -594,6 +594,7 @@ class Runner:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # Ctrl-C is ours to handle: we stop it below
         )
         try:
             # Sample around the counted part only: the driver says when its warm-up is over.
@@ -1045,6 +1046,8 @@ def main(argv: list[str] | None = None) -> int:
         "pgbench",
     }
     started = datetime.now(UTC)
+    # SIGINT too: a shell that starts us in the background ignores it, and Python would follow.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="comfy-bench-"))
