@@ -49,10 +49,15 @@ Send = Callable[[str, str, dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
 class RawConnection:
     """One HTTP/1.1 keep-alive connection; reconnects when the server closes it."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, recycle: int = 0) -> None:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        # Reconnect after this many requests (0: never). A keep-alive connection stays with the
+        # gunicorn worker that accepted it; with a handful of clients one worker can get them
+        # all, and reconnecting now and then lets the accept race even that out.
+        self.recycle = recycle
+        self.sent = 0
 
     async def close(self) -> None:
         if self.writer is not None:
@@ -78,6 +83,10 @@ class RawConnection:
         assert self.reader is not None
         head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         head += [f"{name}: {value}" for name, value in headers.items()]
+        self.sent += 1
+        last = bool(self.recycle) and self.sent % self.recycle == 0
+        if last:
+            head.append("Connection: close")
         if body or method in ("POST", "PUT", "PATCH"):
             head.append(f"Content-Length: {len(body)}")
         self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
@@ -102,7 +111,7 @@ class RawConnection:
         else:
             content = await self.reader.read()
             fields["connection"] = "close"
-        if fields.get("connection", "").lower() == "close":
+        if last or fields.get("connection", "").lower() == "close":
             await self.close()
         return status, content
 
@@ -247,7 +256,11 @@ class Phase:
         base = urlsplit(self.spec["base"])
         if self.spec.get("driver", "raw") == "raw":
             connections = [
-                RawConnection(base.hostname or "127.0.0.1", base.port or 80)
+                RawConnection(
+                    base.hostname or "127.0.0.1",
+                    base.port or 80,
+                    recycle=int(self.spec.get("recycle", 0)),
+                )
                 for _ in range(self.clients)
             ]
             try:

@@ -10,7 +10,7 @@ or an error). It
    queued generations for the webhook phase, and users for pgbench;
 4. starts the app under gunicorn with the production config (``config/gunicorn.py``: gthread),
    ``DEBUG=false`` and ``DJANGO_SETTINGS_MODULE=bench.settings`` (the app plus ``/bench/trivial``);
-5. runs each load phase for ``--seconds`` from a separate process (``bench/load.py``, async httpx),
+5. runs each load phase for ``--seconds`` from a separate process (``bench/load.py``, asyncio),
    and pgbench with ``bench/charge.sql``, sampling the CPU time of every process involved;
 6. counts queries per request in-process (the Django test client against the same database),
    reads each gunicorn worker's peak RSS, runs ``check_ledger`` and other money checks;
@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--hot-credits",
         type=int,
-        default=1000,
+        default=100,
         help="the hot user's credits (cost 2): runs out mid-phase so 402 shows up beside 429",
     )
     parser.add_argument("--webhook-clients", type=int, default=32)
@@ -79,6 +79,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=10000,
         help="queued generations prepared for the webhook phase (2 deliveries each)",
+    )
+    parser.add_argument(
+        "--recycle",
+        type=int,
+        default=50,
+        help="each client reconnects after this many requests (0: never), so connections "
+        "spread over the gunicorn workers",
     )
     parser.add_argument("--pgbench-clients", type=int, default=0, help="default: workers x threads")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (2 cores)")
@@ -266,6 +273,12 @@ class CpuSample:
         for name, pids in self.processes.items():
             used[name] = sum(max(0.0, proc_cpu_seconds(p) - self.start.get(p, 0.0)) for p in pids)
         used.update(extra or {})
+        # Per gunicorn process: keep-alive connections stay with the worker that accepted them,
+        # so an uneven split shows up here (one worker busy, the other idle).
+        per_process = {
+            str(p): max(0.0, proc_cpu_seconds(p) - self.start.get(p, 0.0))
+            for p in self.processes.get("gunicorn", [])
+        }
         machine_busy = busy - self.start_machine[0]
         cores = (total - self.start_machine[1]) / wall if wall else 0
         used["other"] = max(0.0, machine_busy - sum(used.values()))
@@ -273,6 +286,7 @@ class CpuSample:
             "wall_s": wall,
             "cores": cores,
             "machine_busy_s": machine_busy,
+            "gunicorn_by_pid_s": per_process,
             **{f"{k}_s": v for k, v in used.items()},
         }
 
@@ -570,6 +584,7 @@ class Runner:
     base: str
     tmp: Path
     processes: dict[str, list[int]]
+    worker_pids: list[int]
     results: list[dict[str, Any]] = field(default_factory=list)
 
     def sampler(self) -> CpuSample:
@@ -583,6 +598,7 @@ class Runner:
             "seconds": self.args.seconds,
             "warmup": self.args.warmup,
             "driver": self.args.driver,
+            "recycle": self.args.recycle,
             **spec,
         }
         path = self.tmp / f"spec-{name}.json"
@@ -611,6 +627,7 @@ class Runner:
             raise SystemExit(f"load driver failed for {name}:\n{err[-3000:]}")
         result = json.loads(out)
         result["cpu"] = cpu.end({"driver": result["driver_cpu_s"]})
+        result["worker_pids"] = self.worker_pids
         result["name"] = name
         self.results.append(result)
         print(
@@ -921,7 +938,7 @@ def cpu_row(result: dict[str, Any]) -> str:
     busy = f"{cpu.get('machine_busy_s', 0) / wall:.2f}"
     if result["kind"] == "pgbench":
         # pgbench and its backends exit before they can be sampled: the machine total only.
-        return f"| {result['name']} | {busy} | | | | | | | |"
+        return f"| {result['name']} | {busy} | | | | | | | | |"
     cores = [f"{cpu.get(f'{key}_s', 0) / wall:.2f}" for key in PARTS]
     requests = result.get("requests") or 0
     per = "–"
@@ -930,7 +947,10 @@ def cpu_row(result: dict[str, Any]) -> str:
         per = f"{cpu.get('gunicorn_s', 0) * 1000 / requests:.2f}"
         server = sum(cpu.get(f"{key}_s", 0) for key in ("gunicorn", "simulator", "postgres"))
         app = f"{server * 1000 / requests:.2f}"
-    return f"| {result['name']} | {busy} | {' | '.join(cores)} | {per} | {app} |"
+    workers = result.get("worker_pids") or []
+    by_pid = cpu.get("gunicorn_by_pid_s") or {}
+    split = " / ".join(f"{by_pid.get(str(pid), 0) / wall:.2f}" for pid in workers) or "–"
+    return f"| {result['name']} | {busy} | {' | '.join(cores)} | {split} | {per} | {app} |"
 
 
 PARTS = ("gunicorn", "simulator", "postgres", "driver", "other")
@@ -958,7 +978,9 @@ def report(
         machine_description(args.server),
         f"gunicorn {args.workers} workers x {args.threads} gthreads",
         f"{args.seconds:g} s per phase",
-        f"driver {args.driver}",
+        f"driver {args.driver} (reconnect every {args.recycle} requests)"
+        if args.recycle
+        else f"driver {args.driver}",
         "DB_POOL" if args.db_pool else "CONN_MAX_AGE=60",
         *(f"env {item}" for item in args.env),
         f"load average before: {load_before:.2f}",
@@ -992,10 +1014,13 @@ def report(
         "Where the CPU went (average cores in use during the counted seconds, from /proc; 'other' is",
         "everything else on the machine), and CPU milliseconds per request: gunicorn alone, and",
         "gunicorn + simulator + PostgreSQL (for generate, the simulator's webhook for the run is",
-        "included: it is part of what one generation costs).",
+        "included: it is part of what one generation costs). 'per worker' is each gunicorn worker's",
+        "cores: a keep-alive connection stays with the worker that accepted it, so with few",
+        "clients one worker can end up with all of them (e.g. 0.95 / 0.00) and the phase measures",
+        "one worker.",
         "",
-        "| phase | machine busy | gunicorn | simulator | postgres | driver | other | gunicorn ms/req | app side ms/req |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| phase | machine busy | gunicorn | simulator | postgres | driver | other | per worker | gunicorn ms/req | app side ms/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
         *(cpu_row(r) for r in results),
     ]
     for r in results:
@@ -1111,6 +1136,7 @@ def main(argv: list[str] | None = None) -> int:
             base=base,
             tmp=tmp,
             processes={"gunicorn": [gunicorn.pid, *workers], "simulator": [sim.pid]},
+            worker_pids=workers,
         )
         generate_spec = {
             "kind": "generate",

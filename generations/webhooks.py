@@ -31,7 +31,9 @@ def _answer(status: int, error: str = "", detail: str = "") -> JsonResponse:
 def comfydeploy_webhook(request: HttpRequest, generation_id: uuid.UUID, token: str) -> HttpResponse:
     if not webhook_token_valid(generation_id, token):
         return _answer(404, "not_found", "Unknown webhook.")
-    generation = Generation.objects.filter(pk=generation_id).first()
+    # Only what the checks below read (the apply re-reads the row under its lock): the full row,
+    # with its JSON columns, made this read a fifth of a delivery's CPU (bench/RESULTS.md).
+    generation = Generation.objects.only("id", "run_id", "status").filter(pk=generation_id).first()
     if generation is None:
         return _answer(404, "not_found", "Unknown webhook.")
 
