@@ -106,17 +106,23 @@ def browser_errors() -> BrowserErrors:
     return BrowserErrors()
 
 
-@pytest.fixture
-def page(browser: Browser, live_server: Any, browser_errors: BrowserErrors) -> Iterator[Page]:
-    """A fresh browser context (no cookies) at desktop size, Spanish first like our first users."""
+def _page_in(
+    browser: Browser, live_server: Any, errors: BrowserErrors, locale: str
+) -> Iterator[Page]:
     context = browser.new_context(
-        viewport=DESKTOP, locale="es-ES", base_url=live_server.url, accept_downloads=True
+        viewport=DESKTOP, locale=locale, base_url=live_server.url, accept_downloads=True
     )
     context.set_default_timeout(UI_TIMEOUT_MS)
     page = context.new_page()
-    browser_errors.attach(page)
+    errors.attach(page)
     yield page
     context.close()
+
+
+@pytest.fixture
+def page(browser: Browser, live_server: Any, browser_errors: BrowserErrors) -> Iterator[Page]:
+    """A fresh browser context (no cookies) at desktop size, Spanish first like our first users."""
+    yield from _page_in(browser, live_server, browser_errors, "es-ES")
 
 
 @pytest.fixture
@@ -124,14 +130,7 @@ def english_page(
     browser: Browser, live_server: Any, browser_errors: BrowserErrors
 ) -> Iterator[Page]:
     """Like ``page``, for a browser that prefers English (the pages then render in English)."""
-    context = browser.new_context(
-        viewport=DESKTOP, locale="en-US", base_url=live_server.url, accept_downloads=True
-    )
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    page = context.new_page()
-    browser_errors.attach(page)
-    yield page
-    context.close()
+    yield from _page_in(browser, live_server, browser_errors, "en-US")
 
 
 @pytest.fixture
