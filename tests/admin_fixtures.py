@@ -1,6 +1,5 @@
 """Personas and helpers for the admin tests. A module loads the fixtures with
-``pytest_plugins = ["tests.admin_fixtures"]`` and
-``pytestmark = pytest.mark.usefixtures("fast_password_hashing")``, and imports the helpers.
+``pytest_plugins = ["tests.admin_fixtures"]`` and imports the helpers.
 
 * ``staff_client``: the ``staff`` persona (a superuser) signed in.
 * ``clerk``: staff who may look at users, the ledger, workflows and runs but holds neither
@@ -28,11 +27,6 @@ CLERK_PERMISSIONS = (
     ("workflows", "view_workflow"),
     ("generations", "view_generation"),
 )
-
-
-@pytest.fixture
-def fast_password_hashing(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def english_client() -> Client:

@@ -1,7 +1,7 @@
 """A local HTTP fake of the few Stripe endpoints we use, and signed Stripe events.
 
 A test module loads the fixtures with ``pytest_plugins = ["tests.payments_fixtures"]`` and
-``pytestmark = pytest.mark.usefixtures("fast_passwords", "in_english")``, and imports the helpers.
+``pytestmark = pytest.mark.usefixtures("in_english")``, and imports the helpers.
 
 The fake speaks Stripe's wire format (form-encoded requests, JSON answers, Bearer auth) on
 loopback; ``STRIPE_API_BASE`` points the official library at it, so no test touches the network.
@@ -155,12 +155,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, self.fake.sessions[path[len(prefix) :]])
             return
         self._json(404, {"error": {"type": "invalid_request_error", "message": "No such session"}})
-
-
-@pytest.fixture
-def fast_passwords(settings: Any) -> None:
-    """Hashing the personas' passwords properly is the slowest part of these tests."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

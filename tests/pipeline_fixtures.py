@@ -45,15 +45,9 @@ def closed_port_url() -> str:
 
 
 @pytest.fixture
-def fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
 def pipeline_settings(settings) -> None:
     """Fast password hashing for the personas, and English messages to assert on (the default
     language is Spanish; stored errors are written in the language active at the time)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.LANGUAGE_CODE = "en"
 
 

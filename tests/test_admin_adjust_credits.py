@@ -14,7 +14,7 @@ from tests.admin_fixtures import action_post, messages_of
 from tests.conftest import set_balance_for_test
 
 pytest_plugins = ["tests.admin_fixtures"]
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]
+pytestmark = [pytest.mark.django_db]
 
 
 def _url(*users) -> str:

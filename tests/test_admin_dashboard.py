@@ -13,7 +13,7 @@ from credits.services import credits_adjust, generation_charge, generation_refun
 from generations.models import Generation
 
 pytest_plugins = ["tests.admin_fixtures"]
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]
+pytestmark = [pytest.mark.django_db]
 
 
 def _run(user, workflow, status: str) -> Generation:

@@ -16,7 +16,7 @@ from generations.services import generation_start
 from tests.admin_fixtures import action_post, messages_of
 
 pytest_plugins = ["tests.admin_fixtures", "tests.simulator_fixtures"]
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]
+pytestmark = [pytest.mark.django_db]
 CHANGELIST = "admin:generations_generation_changelist"
 
 

@@ -14,7 +14,7 @@ from credits.services import credits_adjust
 from tests.admin_fixtures import action_post
 
 pytest_plugins = ["tests.admin_fixtures"]
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]
+pytestmark = [pytest.mark.django_db]
 
 
 def _snapshot() -> list[tuple]:

@@ -8,7 +8,7 @@ from django.urls import reverse
 from credits.models import CreditPackage
 
 pytest_plugins = ["tests.admin_fixtures"]
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]
+pytestmark = [pytest.mark.django_db]
 
 
 def test_it_creates_edits_and_deletes_a_package(staff_client) -> None:

@@ -14,7 +14,7 @@ from generations.models import Generation
 from tests.conftest import make_user, set_balance_for_test
 
 pytest_plugins = ["tests.admin_fixtures"]
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]
+pytestmark = [pytest.mark.django_db]
 CHANGELIST = "admin:accounts_user_changelist"
 
 

@@ -14,7 +14,7 @@ from tests.conftest import set_balance_for_test
 from workflows.models import Workflow, WorkflowInput
 
 pytest_plugins = ["tests.admin_fixtures", "tests.simulator_fixtures"]
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]
+pytestmark = [pytest.mark.django_db]
 CHANGELIST = "admin:workflows_workflow_changelist"
 
 

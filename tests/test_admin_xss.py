@@ -12,7 +12,7 @@ from tests.admin_fixtures import action_post
 from workflows.models import Workflow
 
 pytest_plugins = ["tests.admin_fixtures"]
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]
+pytestmark = [pytest.mark.django_db]
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 ESCAPED = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
 

@@ -21,11 +21,6 @@ FAILURES_PER_ACCOUNT = 5
 POSTS_PER_ADDRESS = 30
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _signed_in(client: Client) -> bool:
     return "_auth_user_id" in client.session
 

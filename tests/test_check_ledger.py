@@ -20,11 +20,6 @@ from workflows.models import Workflow
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def busy_ledger(alice, bob, staff) -> None:
     """A realistic history: bonuses, a charge, a refund, adjustments."""

@@ -23,11 +23,6 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 GENERATED = re.compile(r"admin password \(shown once\): (\S+)")
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _run(*args: str) -> str:
     out = StringIO()
     call_command(*args, stdout=out, stderr=StringIO())

@@ -8,11 +8,6 @@ from credits.models import CreditBalance, LedgerEntry
 from credits.services import InvalidAdjustment, credits_adjust
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _balance(user) -> int:
     return CreditBalance.objects.get(user=user).balance
 

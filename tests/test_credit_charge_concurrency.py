@@ -26,11 +26,6 @@ WAIT = 30
 MAX_DB_CONNECTIONS = 30
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _workflow(cost: int = 1) -> Workflow:
     return Workflow.objects.create(
         name="Text to image", slug=f"t2i-{cost}", deployment_id="test-deployment", cost=cost

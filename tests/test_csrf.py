@@ -24,7 +24,6 @@ CSRF_EXEMPT_VIEWS = {
 
 @pytest.fixture(autouse=True)
 def _isolated(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.SIGNUP_BONUS_CREDITS = BONUS
     settings.APP_URL = "http://127.0.0.1:9"
 

@@ -37,7 +37,6 @@ WAIT = 30  # deadlock guard, not a timing assertion
 
 @pytest.fixture(autouse=True)
 def _isolated(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.SIGNUP_BONUS_CREDITS = BONUS
     # Webhooks go nowhere unless a test serves them (port 9 refuses connections).
     settings.APP_URL = "http://127.0.0.1:9"

@@ -32,11 +32,6 @@ CONFORMANCE = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def signed_in(live_server, app_simulator, settings, transactional_db) -> dict:
     """Alice with credits, a workflow, the simulator completing runs through real webhooks."""

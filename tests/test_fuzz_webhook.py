@@ -41,7 +41,6 @@ ANY_STATUS = [*HARMLESS_STATUSES, "failed", "cancelled", "timeout", "", "SUCCESS
 
 @pytest.fixture(autouse=True)
 def _isolated(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.APP_URL = "http://127.0.0.1:9"  # the simulator's own webhooks go nowhere
     settings.WEBHOOK_MAX_BODY_BYTES = MAX_BODY
 

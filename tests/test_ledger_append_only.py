@@ -13,11 +13,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _raw(sql: str, params: list) -> None:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -13,7 +13,7 @@ from tests.conftest import make_workflow, set_balance_for_test
 from tests.pipeline_fixtures import balance, wait_until
 
 pytest_plugins = ["tests.pipeline_fixtures"]
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]
+pytestmark = [pytest.mark.django_db]
 
 DASHBOARD = "/dashboard/"
 GENERATE = "/dashboard/workflows/text-to-image/generate/"

@@ -7,7 +7,7 @@ from payments.models import Purchase
 from tests.payments_fixtures import start_checkout
 
 pytest_plugins = ["tests.payments_fixtures"]
-pytestmark = pytest.mark.usefixtures("fast_passwords", "in_english")
+pytestmark = pytest.mark.usefixtures("in_english")
 
 
 def test_it_sends_the_buyer_to_stripe_checkout_for_the_package(

@@ -13,7 +13,7 @@ from payments.models import Purchase
 from tests.payments_fixtures import completed_event, post_event
 
 pytest_plugins = ["tests.payments_fixtures"]
-pytestmark = pytest.mark.usefixtures("fast_passwords", "in_english")
+pytestmark = pytest.mark.usefixtures("in_english")
 
 MANUAL_TEXT = "write to our team"
 

@@ -12,7 +12,7 @@ from tests.conftest import set_balance_for_test
 from tests.payments_fixtures import completed_event, post_event, refund_event
 
 pytest_plugins = ["tests.payments_fixtures"]
-pytestmark = pytest.mark.usefixtures("fast_passwords", "in_english")
+pytestmark = pytest.mark.usefixtures("in_english")
 
 PRICE = 24900  # the Creator package, in cents
 

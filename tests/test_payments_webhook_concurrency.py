@@ -13,7 +13,7 @@ from payments.models import Purchase, StripeEvent
 from tests.payments_fixtures import completed_event, make_event, post_event
 
 pytest_plugins = ["tests.payments_fixtures"]
-pytestmark = pytest.mark.usefixtures("fast_passwords", "in_english")
+pytestmark = pytest.mark.usefixtures("in_english")
 
 DELIVERIES = 5
 

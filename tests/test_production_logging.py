@@ -23,7 +23,6 @@ NOT_PIPELINE = ("generations.simulator",)
 
 @pytest.fixture(autouse=True)
 def _isolated(settings, caplog) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # The same filters as the production console handler (settings.LOGGING), so caplog sees what
     # a log line in production carries.
     caplog.handler.addFilter(LogContextFilter())

@@ -19,11 +19,6 @@ WAIT = 30
 ATTEMPTS = 20
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _charged_generation(user, cost: int = 2) -> Generation:
     workflow = Workflow.objects.create(
         name="Text to image", slug=f"t2i-{cost}", deployment_id="test-deployment", cost=cost

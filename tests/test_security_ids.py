@@ -26,7 +26,6 @@ INTEGER_IDS_ALLOWED = {
 
 @pytest.fixture(autouse=True)
 def _isolated(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.APP_URL = "http://127.0.0.1:9"
 
 

@@ -19,7 +19,6 @@ SECRET_KEY_FOR_COMFYDEPLOY = "cd_live_5ecret_DO-NOT-LEAK_0123456789abcdef"
 
 @pytest.fixture(autouse=True)
 def _isolated(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.APP_URL = "http://127.0.0.1:9"
 
 

@@ -15,11 +15,6 @@ PASSWORD = "correct horse battery staple"
 WAIT = 30
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _sign_up(client, email: str):
     # ``next`` keeps this test about the account, not about where the dashboard lives.
     return client.post(

@@ -82,11 +82,6 @@ def assert_csp(response) -> None:
             )
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def hostile(alice, staff) -> dict[str, object]:
     """Alice's generations and a workflow full of hostile text, as they would arrive."""

@@ -152,7 +152,6 @@ def sim(live_server: Any, settings: Any) -> Iterator[Simulator]:
 def product(transactional_db: None, sim: Simulator, settings: Any) -> dict[str, Any]:
     """What a fresh install after ``manage.py seed`` offers: the text-to-image workflow and the
     three credit packages."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.ACCOUNT_RATE_LIMITS = False
     settings.SIGNUP_BONUS_CREDITS = 5
     settings.MAX_CONCURRENT_RUNS = 2
